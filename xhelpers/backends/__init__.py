@@ -1,0 +1,33 @@
+"""Execution backends, by name. Backends run tasks and report; the core records outcomes."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import BackendError
+from .base import Backend, Finished, Lost, Report
+
+__all__ = ["Backend", "Finished", "Lost", "Report", "backend_names", "get_backend"]
+
+# name -> "module:Class", imported only when chosen: the SLURM backend pulls in
+# submitit, which costs ~90 ms to import.
+_REGISTRY: dict[str, str] = {
+    "local": "xhelpers.backends.local:LocalBackend",
+}
+
+
+def backend_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under ``name``."""
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise BackendError(
+            f"unknown backend {name!r}; valid backends: {', '.join(backend_names())}"
+        ) from None
+    module, _, attr = target.partition(":")
+    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    return cls

@@ -1,0 +1,260 @@
+"""Run experiments on this machine: in the main process (``jobs=1``) or in worker processes.
+
+The pool is our own rather than ``concurrent.futures``: a dead worker must cost only
+the experiment it was running (a broken ``ProcessPoolExecutor`` loses every pending
+future), experiments must be allowed to start processes of their own (``multiprocessing.Pool``
+workers are daemonic and may not), and Ctrl-C must reach each experiment and every
+process it started. Each worker leads its own process group for that last reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .. import execution
+from ..execution import RunContext, Task, TaskResult, execute
+from ..logs import ForwardHandler, emit_forwarded
+from ..results import INTERRUPTED
+from .base import Backend, Finished, Lost, Report
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger(__name__)
+
+INTERRUPT_GRACE_S = 10.0  # how long interrupted experiments get to record themselves
+_BIG_TASK = 32 * 1024  # bytes; a larger task is only sent to an idle worker (no pipe deadlock)
+
+
+class _Worker:
+    __slots__ = ("conn", "inflight", "pid", "proc")
+
+    def __init__(self, proc: Any, conn: Connection) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.pid: int = proc.pid
+        self.inflight: deque[Task] = deque()
+
+
+class LocalBackend(Backend):
+    """``jobs=1``: in order, in this process (pdb works); ``jobs>1``: a pool of processes."""
+
+    name = "local"
+
+    def __init__(
+        self, ctx: RunContext, *, jobs: int = 1, start_method: str | None = None,
+        console_level: int = logging.WARNING,
+    ) -> None:
+        super().__init__(ctx, jobs=jobs)
+        self._mp = multiprocessing.get_context(start_method)
+        self._console_level = console_level
+        self._pending: deque[Task] = deque()
+        self._workers: list[_Worker] = []
+        self._stopping = False
+        self._deadline: float | None = None
+        self._current: Task | None = None  # inline: the task being executed
+        self._done = 0
+        self._busy_time = 0.0
+
+    def start(self, tasks: Sequence[Task]) -> None:
+        self._pending.extend(tasks)
+
+    def reports(self) -> Iterator[Report]:
+        if self.jobs == 1:
+            return self._inline()
+        return self._pool()
+
+    # -- in this process -------------------------------------------------------------
+    def _inline(self) -> Iterator[Report]:
+        if self._current is not None:  # interrupted inside execute
+            task, self._current = self._current, None
+            yield Lost(task, os.getpid(), None, "interrupted")
+        while self._pending and not self._stopping:
+            task = self._pending.popleft()
+            self._current = task
+            result = execute(task, self.ctx)
+            self._current = None
+            yield Finished(task, result)
+
+    # -- in worker processes --------------------------------------------------------------
+    def _spawn(self) -> _Worker:
+        here, there = self._mp.Pipe()
+        proc = self._mp.Process(
+            target=_worker_main, args=(there, self.ctx, self._console_level),
+            name="xhelpers-worker", daemon=False,
+        )
+        proc.start()
+        there.close()
+        try:  # also done by the child; whichever runs first wins the race
+            os.setpgid(proc.pid, proc.pid)
+        except OSError:
+            pass
+        worker = _Worker(proc, here)
+        self._workers.append(worker)
+        return worker
+
+    def _depth(self) -> int:
+        # Short experiments get a few queued per worker so no worker idles on the
+        # round trip; long ones one at a time so none waits behind another.
+        if self._done < self.jobs:
+            return 1
+        mean = self._busy_time / self._done
+        return 8 if mean < 0.005 else 2 if mean < 0.05 else 1
+
+    def _fill(self) -> None:
+        while self._pending and len(self._workers) < self.jobs:
+            self._spawn()
+        depth = self._depth()
+        for worker in self._workers:
+            while self._pending and len(worker.inflight) < depth:
+                data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
+                if len(data) > _BIG_TASK and worker.inflight:
+                    break
+                worker.conn.send_bytes(data)
+                worker.inflight.append(self._pending.popleft())
+
+    def _pool(self) -> Iterator[Report]:
+        while True:
+            if not self._stopping:
+                self._fill()
+            if not self._workers:
+                return
+            if self._stopping and self._deadline is not None and time.monotonic() > self._deadline:
+                self._kill_all()
+            waitables: dict[Any, _Worker] = {}
+            for worker in self._workers:
+                waitables[worker.conn] = worker
+                waitables[worker.proc.sentinel] = worker
+            timeout = None
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline - time.monotonic()) + 0.01
+            for ready in wait(list(waitables), timeout):
+                worker = waitables[ready]
+                if worker not in self._workers:
+                    continue
+                if ready is worker.conn:
+                    yield from self._drain(worker)
+                else:
+                    yield from self._reap(worker)
+            if self._stopping or not self._pending:
+                for worker in self._workers:
+                    if not worker.inflight:
+                        self._retire(worker)
+
+    def _drain(self, worker: _Worker) -> Iterator[Report]:
+        try:
+            while worker.conn.poll():
+                kind, payload = worker.conn.recv()
+                if kind == "log":
+                    emit_forwarded(payload)
+                    continue
+                task = worker.inflight.popleft()
+                self._done += 1
+                self._busy_time += payload.duration or 0.0
+                yield Finished(task, payload)
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+            # The worker died mid-message; its sentinel reports it.
+            _killpg(worker.pid, signal.SIGKILL)
+
+    def _reap(self, worker: _Worker) -> Iterator[Report]:
+        yield from self._drain(worker)
+        worker.proc.join()
+        _killpg(worker.pid, signal.SIGKILL)  # whatever the experiment started dies with it
+        self._workers.remove(worker)
+        worker.conn.close()
+        if worker.inflight:
+            lost = worker.inflight.popleft()
+            if not self._stopping:
+                self._pending.extendleft(reversed(worker.inflight))
+            why = "interrupted" if self._stopping else None
+            yield Lost(lost, worker.pid, worker.proc.exitcode, why)
+            if self._stopping:  # queued behind it, never started: Lost lets the runner check
+                for task in worker.inflight:
+                    yield Lost(task, worker.pid, worker.proc.exitcode, "interrupted")
+
+    def _retire(self, worker: _Worker) -> None:
+        try:
+            worker.conn.send_bytes(pickle.dumps(None))
+        except OSError:
+            pass
+
+    def _kill_all(self) -> None:
+        for worker in self._workers:
+            _killpg(worker.pid, signal.SIGKILL)
+
+    def interrupt(self) -> None:
+        if self._stopping:  # a second Ctrl-C: stop waiting for anyone
+            self._kill_all()
+            self._deadline = time.monotonic()
+            return
+        self._stopping = True
+        self._pending.clear()
+        self._deadline = time.monotonic() + INTERRUPT_GRACE_S
+        for worker in self._workers:
+            if worker.inflight:
+                _killpg(worker.pid, signal.SIGINT)
+            else:
+                self._retire(worker)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            self._retire(worker)
+        deadline = time.monotonic() + 2.0
+        for worker in self._workers:
+            worker.proc.join(max(0.0, deadline - time.monotonic()))
+            _killpg(worker.pid, signal.SIGKILL)
+            worker.proc.join()
+            worker.conn.close()
+        self._workers.clear()
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# -- the worker process --------------------------------------------------------------
+def _worker_main(conn: Connection, ctx: RunContext, console_level: int) -> None:
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    # KeyboardInterrupt only inside the experiment's own code: raised while the worker
+    # talks to the runner, it could cut a message in half.
+    signal.signal(signal.SIGINT, execution.on_interrupt_signal)
+    lock = threading.Lock()
+
+    def send(message: tuple[str, Any]) -> None:
+        with lock:
+            conn.send(message)
+
+    root = logging.getLogger()
+    for handler in root.handlers[:]:  # inherited through fork: the runner's console
+        root.removeHandler(handler)
+    root.addHandler(ForwardHandler(lambda record: send(("log", record)), console_level))
+    root.setLevel(console_level)
+    while not execution.stop_requested():
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return  # the runner is gone
+        if task is None:
+            return
+        try:
+            result = execute(task, ctx)
+        except KeyboardInterrupt:
+            result = TaskResult(task.name, INTERRUPTED, error="interrupted")
+            send(("result", result))
+            return
+        send(("result", result))

@@ -1,0 +1,265 @@
+"""Configuration: a pydantic model of settings, updated from machine files and flags.
+
+Precedence, lowest first: the group's ``configcls`` defaults < the values a machine
+config class (``Config`` in ``./config.py``, or ``--config FILE[:Class]``) sets in its
+own class body < command-line flags or keyword arguments.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["DEFAULT_CONFIG_FILE", "BaseConfig", "load_machine_values", "resolve_config"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_FILE = "config.py"
+DEFAULT_CONFIG_CLASS = "Config"
+_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key", re.IGNORECASE)
+
+_ConfigT = TypeVar("_ConfigT", bound="BaseConfig")
+
+
+class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
+    """Lets subclasses override an inherited field without repeating its type.
+
+    ``slurm = True`` in a subclass body is what researchers write; pydantic v2 alone
+    rejects it. We also remember which fields a class body sets itself, because a
+    machine config contributes exactly those.
+    """
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> Any:
+        annotations = ns.get("__annotations__")
+        inherited: dict[str, Any] = {}
+        for base in bases:
+            for key, info in getattr(base, "__pydantic_fields__", {}).items():
+                inherited.setdefault(key, info.annotation)
+        own = set(annotations or ())
+        for key in list(ns):
+            if key in inherited and key not in own:
+                if annotations is None:
+                    annotations = ns["__annotations__"] = {}
+                annotations[key] = inherited[key]
+                own.add(key)
+        cls = super().__new__(mcs, name, bases, ns, **kw)
+        cls._xh_own_fields = frozenset(own)
+        return cls
+
+
+class BaseConfig(BaseModel, metaclass=_ConfigMeta):
+    """The framework's settings; subclass it to add your own.
+
+    Use ``MyConfig.with_updates(config)`` inside experiments to get a ``MyConfig``
+    whatever the caller passed (None, a dict, or any config instance).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    _xh_own_fields: ClassVar[frozenset[str]] = frozenset()
+
+    output_directory: Path = Field(
+        Path("results"), description="Root of the result tree: <output_directory>/<group>/<name>/."
+    )
+    jobs: int = Field(1, ge=1, description="Experiments run at once (1: in the main process).")
+    workers: int = Field(1, ge=1, description="Processes each experiment may use itself.")
+    slurm: bool = Field(False, description="Send experiments to SLURM instead of running here.")
+    loglevel: str = Field("WARNING", description="Console log level: " + ", ".join(_LEVELS) + ".")
+    logger: str = Field(
+        "", description="Logger whose records are captured per experiment ('' = all)."
+    )
+    checkpoint_files: list[str] = Field(
+        default_factory=lambda: ["*checkpoint*"],
+        description="Patterns of files an experiment resumes from; listed in the metafile.",
+    )
+    start_method: Literal["fork", "forkserver", "spawn"] | None = Field(
+        None, description="multiprocessing start method for -jN (None: Python's default)."
+    )
+    slacktoken: SecretStr | None = Field(None, description="Slack bot token (secret).")
+    slackchannel: str | None = Field(None, description="Slack channel id.")
+
+    @field_validator("loglevel", mode="before")
+    @classmethod
+    def _normalize_level(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = logging.getLevelName(value)
+        if isinstance(value, str) and value.upper() in _LEVELS:
+            return value.upper()
+        raise ValueError(f"must be one of {', '.join(_LEVELS)}, not {value!r}")
+
+    @classmethod
+    def with_updates(
+        cls,
+        config: BaseConfig | Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Self:
+        """Return a ``cls`` instance: defaults, updated from ``config``, then ``overrides``.
+
+        From an instance of ``cls`` (or a subclass) every value is taken; from another
+        config class, only the values set explicitly on it, so its class defaults do not
+        shadow ours.
+        """
+        values: dict[str, Any]
+        if config is None:
+            values = {}
+        elif isinstance(config, cls):
+            values = {k: getattr(config, k) for k in cls.model_fields}
+        elif isinstance(config, BaseConfig):
+            values = {k: getattr(config, k) for k in config.model_fields_set}
+        elif isinstance(config, Mapping):
+            values = dict(config)
+        else:
+            raise ConfigError(
+                f"config must be None, a dict or a BaseConfig, not {type(config).__name__}"
+            )
+        if overrides:
+            values.update(overrides)
+        return cls._build(values, source="config")
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Any], *, source: str) -> Self:
+        unknown = [k for k in values if k not in cls.model_fields]
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown field {unknown[0]!r} for {cls.__name__}; "
+                f"valid fields: {', '.join(sorted(cls.model_fields))}",
+                field=unknown[0],
+            )
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            raise ConfigError(
+                f"{source}: field {field!r}: {err['msg']} (got {err.get('input')!r}); "
+                f"valid fields: {', '.join(sorted(cls.model_fields))}",
+                field=field,
+            ) from None
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as JSON-ready data, with every secret replaced by ``'***'``."""
+        data = self.model_dump(mode="json")
+        for key, value in data.items():
+            if value is not None and (
+                isinstance(getattr(self, key), SecretStr) or _SECRET_NAME.search(key)
+            ):
+                data[key] = "***"
+        return data
+
+
+def _class_body_values(klass: type, where: str) -> dict[str, Any]:
+    if isinstance(klass, type) and issubclass(klass, BaseConfig):
+        values = {}
+        for key in klass._xh_own_fields:
+            info = klass.model_fields[key]
+            values[key] = info.get_default(call_default_factory=True)
+        return values
+    return {
+        k: v
+        for k, v in vars(klass).items()
+        if not k.startswith("_") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))
+    }
+
+
+def load_machine_values(spec: str | None) -> tuple[dict[str, Any], str | None]:
+    """Values a machine config class sets in its own body, and where they came from.
+
+    ``spec`` is ``FILE`` or ``FILE:Class``; ``None`` means ``./config.py`` if it exists.
+    """
+    if spec is None:
+        if not os.path.isfile(DEFAULT_CONFIG_FILE):
+            return {}, None
+        spec = DEFAULT_CONFIG_FILE
+    path, _, class_name = spec.partition(":")
+    class_name = class_name or DEFAULT_CONFIG_CLASS
+    if not class_name.isidentifier():
+        raise ConfigError(f"--config {spec!r}: {class_name!r} is not a class name (FILE[:Class])")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} not found (expected FILE or FILE:Class)")
+    module_name = "_xhelpers_machine_config_" + re.sub(r"\W", "_", os.path.abspath(path))
+    module = sys.modules.get(module_name)
+    if module is None:
+        importer = importlib.util.spec_from_file_location(module_name, path)
+        assert importer is not None and importer.loader is not None
+        module = importlib.util.module_from_spec(importer)
+        try:
+            importer.loader.exec_module(module)
+        except Exception as exc:
+            line = _error_line(exc, path)
+            raise ConfigError(
+                f"config file {path!r} raised {type(exc).__name__}: {exc}{line}"
+            ) from None
+        sys.modules[module_name] = module
+    klass = getattr(module, class_name, None)
+    if not isinstance(klass, type):
+        found = sorted(k for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == module_name)
+        raise ConfigError(
+            f"config file {path!r} has no class {class_name!r}"
+            + (f"; classes there: {', '.join(found)}" if found else "")
+        )
+    return _class_body_values(klass, f"{path}:{class_name}"), f"{path}:{class_name}"
+
+
+def _error_line(exc: BaseException, path: str) -> str:
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f" (line {exc.lineno})"
+    tb = exc.__traceback__
+    line = None
+    target = os.path.abspath(path)
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == target:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (line {line})" if line else ""
+
+
+def resolve_config(
+    configcls: type[_ConfigT],
+    *,
+    config_file: str | None | Literal[False] = None,
+    config: BaseConfig | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> _ConfigT:
+    """The config a run uses: ``configcls`` < machine file < ``config`` < ``overrides``.
+
+    ``config_file=None`` loads ``./config.py`` when present; ``False`` loads nothing.
+    """
+    values: dict[str, Any] = {}
+    if config_file is not False:
+        machine, source = load_machine_values(config_file)
+        for key in machine:
+            if key not in configcls.model_fields:
+                raise ConfigError(
+                    f"{source} sets {key!r}, which {configcls.__name__} has no field for; "
+                    f"valid fields: {', '.join(sorted(configcls.model_fields))}",
+                    field=key,
+                )
+        if machine:
+            logger.debug("machine config %s sets %s", source, sorted(machine))
+        values.update(machine)
+        if machine:
+            configcls._build(values, source=str(source))
+    if config is not None:
+        values.update(configcls.with_updates(config).model_dump(include=_set_fields(config)))
+    if overrides:
+        values.update({k: v for k, v in overrides.items() if v is not None})
+    return configcls._build(values, source="options")
+
+
+def _set_fields(config: BaseConfig | Mapping[str, Any]) -> set[str]:
+    if isinstance(config, BaseConfig):
+        return set(config.model_fields_set)
+    return set(config)

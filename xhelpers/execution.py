@@ -1,0 +1,335 @@
+"""Running one experiment, wherever it runs: the core's ``execute(task)``.
+
+The runner describes each experiment in the main process (a :class:`Task`); a
+backend ships tasks somewhere and calls :func:`execute` there. ``execute`` takes the
+experiment's lock, works in its folder, captures its logging, and writes its
+metafile: ``running`` first, then how it ended. Backends never write metafiles.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import inspect
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import results
+from .config import BaseConfig
+from .logs import experiment_logging
+
+__all__ = [
+    "BUSY",
+    "SKIPPED",
+    "RunContext",
+    "Task",
+    "TaskResult",
+    "describe",
+    "execute",
+    "lost_error",
+    "on_interrupt_signal",
+    "record_lost",
+    "stop_requested",
+]
+
+logger = logging.getLogger(__name__)
+
+SKIPPED = "skipped"
+BUSY = "running elsewhere"
+
+
+@dataclass(slots=True)
+class Task:
+    """One experiment to run, described in the main process; pickles small."""
+
+    name: str
+    folder: str
+    fn: Callable[..., Any]
+    description: str  # JSON members: function, arguments, fingerprint
+    pass_config: bool
+    config: BaseConfig | None = None  # this experiment's own config, when it differs
+    force: bool = False
+
+
+@dataclass(slots=True)
+class RunContext:
+    """What every task of one run shares; sent once to each worker."""
+
+    group: str
+    config: BaseConfig
+    run_info: str  # JSON members: versions, command line, git, config
+    capture_logger: str = ""
+    post_mortem: bool = False
+
+
+@dataclass(slots=True)
+class TaskResult:
+    name: str
+    status: str
+    duration: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Set while the experiment's own code runs. A worker turns SIGINT into
+# KeyboardInterrupt only then (see on_interrupt_signal); elsewhere it just asks to stop.
+_in_user_code = False
+_stop_requested = False
+
+
+def on_interrupt_signal(signum: int, frame: Any) -> None:
+    """SIGINT handler for worker processes."""
+    global _stop_requested
+    _stop_requested = True
+    if _in_user_code:
+        raise KeyboardInterrupt
+
+
+def stop_requested() -> bool:
+    return _stop_requested
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_config(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("config")
+    return p is not None and p.kind is not inspect.Parameter.POSITIONAL_ONLY
+
+
+def _canonical(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, functools.partial):
+        return {"partial": _qualname(value.func), "args": _canonical(value.args),
+                "kwargs": _canonical(value.keywords)}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return {"callable": _qualname(value)}
+    return {"repr": repr(value)}
+
+
+def _qualname(func: Any) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    if module == "__mp_main__":
+        module = "__main__"
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}"
+
+
+def describe(fn: Callable[..., Any], base_config: BaseConfig) -> tuple[str, bool, BaseConfig | None]:
+    """Describe an experiment in the main process.
+
+    Returns the JSON members (function, bound arguments, fingerprint), whether it
+    takes ``config=``, and its own config when its partial binds a ``config`` dict
+    (which then updates the run's config for this experiment alone).
+    """
+    func, args, kwargs = fn, (), {}
+    if isinstance(fn, functools.partial):
+        func, args, kwargs = fn.func, fn.args, dict(fn.keywords)
+    own_config = None
+    if "config" in kwargs:
+        bound = kwargs["config"]
+        if isinstance(bound, (dict, BaseConfig)):
+            own_config = type(base_config).with_updates(base_config, _as_dict(bound))
+    identity = {"function": _qualname(func), "args": _canonical(list(args)),
+                "kwargs": _canonical(kwargs)}
+    fingerprint = hashlib.sha256(
+        json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:16]
+    arguments = {"args": [repr(a) for a in args], "kwargs": {k: repr(v) for k, v in kwargs.items()}}
+    members = (
+        f'"fingerprint": "{fingerprint}", "function": {json.dumps(identity["function"])}, '
+        f'"arguments": {json.dumps(arguments)}'
+    )
+    return members, _accepts_config(func), own_config
+
+
+def _as_dict(config: dict[str, Any] | BaseConfig) -> dict[str, Any]:
+    if isinstance(config, BaseConfig):
+        return {k: getattr(config, k) for k in config.model_fields_set}
+    return config
+
+
+_process_info: tuple[int, str] | None = None
+
+
+def _process_members() -> str:
+    global _process_info
+    pid = os.getpid()
+    if _process_info is None or _process_info[0] != pid:  # recomputed after fork
+        host = os.uname().nodename
+        _process_info = (pid, f'"host": {json.dumps(host)}, "pid": {pid}')
+    return _process_info[1]
+
+
+def _error_members(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        message = f"sys.exit({code!r})"
+        error: dict[str, Any] = {"type": "SystemExit", "message": message, "exit_code": code
+                                 if isinstance(code, (int, type(None))) else str(code)}
+    else:
+        message = str(exc)
+        error = {"type": _qualname(type(exc)).removeprefix("builtins."), "message": message}
+    # Start at the experiment's own frame: ours above it only adds noise.
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    error["traceback"] = "".join(traceback.format_exception(type(exc), exc, tb))
+    first = message.splitlines()[0] if message else ""
+    return json.dumps(error, default=repr), f"{error['type']}: {first}".rstrip(": ")
+
+
+def execute(task: Task, ctx: RunContext) -> TaskResult:
+    """Run one experiment in its folder and record it; KeyboardInterrupt is re-raised."""
+    folder = task.folder
+    existed = results.ensure_folder(folder)
+    lock = results.ExperimentLock(folder)
+    if not lock.acquire():
+        return TaskResult(task.name, BUSY)
+    try:
+        runs = 1
+        resumed: list[str] = []
+        if existed:
+            previous = results.read_metafile(folder)
+            if previous is not None:
+                if previous.get("status") == results.DONE and not task.force:
+                    return TaskResult(task.name, SKIPPED)
+                runs = int(previous.get("runs", 0) or 0) + 1
+            if task.force:
+                results.empty_folder(folder)
+            else:
+                resumed = _checkpoints(folder, ctx.config.checkpoint_files)
+        config = task.config or ctx.config
+        head = (
+            f'"group": {json.dumps(ctx.group)}, "name": {json.dumps(task.name)}, '
+            f'"started": "{_now()}", {_process_members()}, "runs": {runs}, '
+            f"{task.description}, {ctx.run_info}"
+        )
+        if resumed:
+            head += f', "resumed_from": {json.dumps(resumed)}'
+        results.write_metafile(folder, results.encode_metafile(results.RUNNING, head))
+        return _call(task, ctx, config, head)
+    finally:
+        lock.release()
+
+
+def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskResult:
+    global _in_user_code
+    folder = task.folder
+    cwd = os.getcwd()
+    interrupted: BaseException | None = None
+    error_json = error_line = None
+    returned = ""
+    start = time.perf_counter()
+    with experiment_logging(task.name, folder, ctx.capture_logger):
+        try:
+            os.chdir(folder)
+            _in_user_code = True
+            if _stop_requested:
+                raise KeyboardInterrupt
+            value = task.fn(config=config) if task.pass_config else task.fn()
+            _in_user_code = False
+            status = results.DONE
+            if value is not None:
+                try:
+                    returned = f', "returned": {json.dumps(value)}'
+                except (TypeError, ValueError):
+                    returned = f', "returned_type": {json.dumps(type(value).__qualname__)}'
+        except KeyboardInterrupt as exc:
+            status, interrupted = results.INTERRUPTED, exc
+            error_json, error_line = json.dumps({"type": "KeyboardInterrupt",
+                                                 "message": "interrupted"}), "interrupted"
+        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, none escapes
+            status = results.FAILED
+            error_json, error_line = _error_members(exc)
+            logger.error("failed: %s", error_line, exc_info=(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None))
+            if ctx.post_mortem and sys.stdin.isatty():
+                import pdb
+
+                pdb.post_mortem(exc.__traceback__)
+        finally:
+            _in_user_code = False
+            duration = time.perf_counter() - start
+            os.chdir(cwd)
+    body = f'{head}, "ended": "{_now()}", "duration": {duration:.6f}{returned}'
+    if error_json is not None:
+        body += f', "error": {error_json}'
+    results.write_metafile(folder, results.encode_metafile(status, body))
+    if interrupted is not None:
+        raise interrupted
+    return TaskResult(task.name, status, duration, error_line)
+
+
+def _checkpoints(folder: str, patterns: list[str]) -> list[str]:
+    if not patterns:
+        return []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+
+
+def lost_error(exitcode: int | None, why: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Describe a process that died under an experiment (segfault, kill, os._exit)."""
+    if why:
+        return why, {"type": "Interrupted", "message": why}
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        message = f"worker process killed by {name} ({-exitcode})"
+        return message, {"type": "WorkerDied", "message": message, "signal": -exitcode}
+    message = f"worker process exited with code {exitcode} (os._exit?)"
+    return message, {"type": "WorkerDied", "message": message, "exit_code": exitcode}
+
+
+def record_lost(
+    task: Task, ctx: RunContext, pid: int | None, message: str, error: dict[str, Any], status: str
+) -> bool:
+    """Record an experiment whose process died under it; True if the metafile was written.
+
+    Only a ``running`` metafile of that very process is replaced, under the lock, so
+    an experiment that finished just before its process died keeps its result, and
+    one another runner picked up since is left to it.
+    """
+    folder = task.folder
+    lock = results.ExperimentLock(folder)
+    deadline = time.monotonic() + 5.0
+    while not lock.acquire():  # the dead process' children may hold it for a moment
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    try:
+        meta = results.read_metafile(folder)
+        if meta is None or meta.get("status") != results.RUNNING:
+            return False
+        if pid is not None and meta.get("pid") != pid:
+            return False
+        meta["status"] = status
+        meta["ended"] = _now()
+        meta["error"] = error
+        results.write_metafile(folder, meta)
+        return True
+    finally:
+        lock.release()

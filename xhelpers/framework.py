@@ -1,0 +1,192 @@
+"""Groups of experiments: names to callables, validated, selected by pattern."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .config import BaseConfig
+from .errors import ExperimentDefinitionError, PatternError
+
+if TYPE_CHECKING:
+    from .runner import RunSummary
+    from .status import StatusRow
+
+__all__ = ["ParametrizedExperiments", "get_group", "groups", "unregister"]
+
+_REGISTRY: dict[str, ParametrizedExperiments] = {}
+_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
+_MAGIC = re.compile(r"[*?\[]")
+_MAX_SEGMENT_BYTES = 255  # longest file name on common filesystems
+_NAME_RULES = (
+    "names are path-like ('a/b/c'): no empty, '.' or '..' segment, no leading or "
+    "trailing '/', no backslash or NUL, no top-level segment starting with '.', "
+    "and no experiment may be a folder of another"
+)
+
+
+def _name_problem(name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"not a string ({type(name).__name__})"
+    if not name:
+        return "empty"
+    if name.startswith("/") or name.endswith("/"):
+        return "leading or trailing '/'"
+    if "\\" in name or "\0" in name:
+        return "backslash or NUL"
+    segments = name.split("/")
+    for seg in segments:
+        if seg in ("", ".", ".."):
+            return f"segment {seg!r}" if seg else "empty segment"
+        if len(seg.encode()) > _MAX_SEGMENT_BYTES:
+            return f"segment longer than {_MAX_SEGMENT_BYTES} bytes"
+    if segments[0].startswith("."):
+        return "top-level segment starts with '.' (reserved for xhelpers)"
+    return None
+
+
+def _validate(group: str, experiments: Mapping[str, Any]) -> None:
+    problems = [(n, p) for n in experiments if (p := _name_problem(n)) is not None]
+    names = set(experiments)
+    folders: dict[str, str] = {}
+    for name in experiments:
+        if not isinstance(name, str):
+            continue
+        pos = name.find("/")
+        while pos != -1:
+            folders.setdefault(name[:pos], name)
+            pos = name.find("/", pos + 1)
+    problems += [(f, f"is a folder of {folders[f]!r}") for f in folders if f in names]
+    if problems:
+        shown = "; ".join(f"{n!r} ({why})" for n, why in problems[:20])
+        more = f"; and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ExperimentDefinitionError(
+            f"group {group!r}: invalid experiment names: {shown}{more}. {_NAME_RULES}",
+            offending=[str(n) for n, _ in problems],
+        )
+    bad = [n for n, fn in experiments.items() if not callable(fn)]
+    if bad:
+        shown = ", ".join(repr(n) for n in bad[:20])
+        raise ExperimentDefinitionError(
+            f"group {group!r}: experiments must be callables; not callable: {shown}"
+            + (f" and {len(bad) - 20} more" if len(bad) > 20 else ""),
+            offending=bad,
+        )
+
+
+class ParametrizedExperiments:
+    """A named group of experiments: ``{name: callable}``, runnable from Python or the CLI.
+
+    Call it to run experiments: ``group("*lr=0.1*", jobs=4, force=True)`` takes the
+    CLI's options as keywords and returns a :class:`~xhelpers.runner.RunSummary`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        experiments: Mapping[str, Callable[..., Any]],
+        *,
+        configcls: type[BaseConfig] = BaseConfig,
+        description: str | None = None,
+        register: bool = True,
+    ) -> None:
+        if not isinstance(name, str) or not _GROUP_NAME.match(name):
+            raise ExperimentDefinitionError(
+                f"invalid group name {name!r}: use letters, digits, '_', '.', '-' "
+                "and start with a letter or digit",
+                offending=[str(name)],
+            )
+        if not (isinstance(configcls, type) and issubclass(configcls, BaseConfig)):
+            raise ExperimentDefinitionError(
+                f"group {name!r}: configcls must be a subclass of xhelpers.BaseConfig, "
+                f"not {configcls!r}"
+            )
+        if register and name in _REGISTRY:
+            raise ExperimentDefinitionError(
+                f"a group named {name!r} is already registered; group names must be unique",
+                offending=[name],
+            )
+        _validate(name, experiments)
+        self.name = name
+        self.experiments: dict[str, Callable[..., Any]] = dict(experiments)
+        self.configcls = configcls
+        self.description = description
+        if register:
+            _REGISTRY[name] = self
+
+    def __repr__(self) -> str:
+        return f"ParametrizedExperiments({self.name!r}, <{len(self.experiments)} experiments>)"
+
+    def __len__(self) -> int:
+        return len(self.experiments)
+
+    def select(self, *patterns: str) -> list[str]:
+        """Names matching any pattern (fnmatch, ``*`` crosses ``/``), in registration order.
+
+        No pattern selects everything. A pattern matching nothing raises PatternError
+        with the closest names.
+        """
+        if not patterns:
+            return list(self.experiments)
+        chosen: set[str] = set()
+        for pattern in patterns:
+            if not _MAGIC.search(pattern):
+                hits: list[str] = [pattern] if pattern in self.experiments else []
+            else:
+                match = re.compile(fnmatch.translate(pattern)).match
+                hits = [n for n in self.experiments if match(n)]
+            if not hits:
+                raise self._no_match(pattern)
+            chosen.update(hits)
+        if len(patterns) == 1 and not _MAGIC.search(patterns[0]):
+            return list(chosen)
+        return [n for n in self.experiments if n in chosen]
+
+    def _no_match(self, pattern: str) -> PatternError:
+        names = list(self.experiments)
+        suggestions: list[str] = []
+        prefix = pattern.rstrip("/") + "/"
+        if any(n.startswith(prefix) for n in names):
+            suggestions.append(prefix + "*")
+        pool = names if len(names) <= 20000 else names[:20000]
+        suggestions += difflib.get_close_matches(pattern, pool, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        return PatternError(
+            f"no experiment in group {self.name!r} matches {pattern!r}{hint} "
+            "(patterns are fnmatch-style; quote them in the shell)",
+            pattern=pattern,
+            suggestions=suggestions,
+        )
+
+    def __call__(self, *patterns: str, **options: Any) -> RunSummary:
+        """Run the selected experiments; options as on the CLI (jobs, force, config, ...)."""
+        from .runner import run
+
+        return run(self, patterns, **options)
+
+    def status(self, *patterns: str, **options: Any) -> list[StatusRow]:
+        """One row per selected experiment, read from metafiles; runs nothing."""
+        from .status import collect_status
+
+        return collect_status(self, patterns, **options)
+
+
+def groups() -> dict[str, ParametrizedExperiments]:
+    """All registered groups by name, in registration order."""
+    return dict(_REGISTRY)
+
+
+def get_group(name: str) -> ParametrizedExperiments:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(_REGISTRY) or "none registered"
+        raise PatternError(f"no group named {name!r}; groups: {valid}", pattern=name) from None
+
+
+def unregister(name: str) -> None:
+    """Forget a group (for notebooks and tests that redefine one)."""
+    _REGISTRY.pop(name, None)

@@ -1,0 +1,188 @@
+"""The result tree on disk: experiment folders, their metafiles and their locks.
+
+``<output_directory>/<group>/<name>/`` holds everything of one experiment. Its
+metafile is the truth about it and is only ever replaced atomically (write a
+temporary file beside it, then rename). A lock file beside it is held while the
+experiment runs, so two runners never run it at once; the lock is a plain OS
+``flock`` that the kernel releases when its holder dies, which is how a ``running``
+metafile left by a dead runner is told apart from a live run.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "DONE",
+    "FAILED",
+    "INTERRUPTED",
+    "LOCKFILE",
+    "METAFILE",
+    "RUNNING",
+    "SUBMITTED",
+    "ExperimentLock",
+    "empty_folder",
+    "encode_metafile",
+    "ensure_folder",
+    "experiment_folder",
+    "is_locked",
+    "read_metafile",
+    "read_status",
+    "write_metafile",
+]
+
+METAFILE = "metafile.json"
+LOCKFILE = ".xhelpers.lock"
+_TMP_PREFIX = ".metafile.json.tmp."
+
+RUNNING = "running"
+DONE = "success"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+SUBMITTED = "submitted"
+
+# The metafile always starts with its status, so "is it done?" reads a few bytes
+# instead of parsing JSON: this keeps scanning 100,000 finished experiments cheap.
+_HEAD = b'{"status": "'
+_HEAD_LEN = len(_HEAD)
+
+
+def experiment_folder(output_directory: str | os.PathLike[str], group: str, name: str) -> str:
+    """The folder of one experiment; names are validated, so this never leaves the tree."""
+    return os.path.join(os.fspath(output_directory), group, *name.split("/"))
+
+
+def ensure_folder(folder: str) -> bool:
+    """Create ``folder`` (and parents); return True if it existed already."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return True
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+    return False
+
+
+def read_status(folder: str) -> str | None:
+    """The status in the folder's metafile, or None when there is none (never run)."""
+    try:
+        fd = os.open(os.path.join(folder, METAFILE), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return None
+    try:
+        head = os.read(fd, 48)
+    finally:
+        os.close(fd)
+    if head.startswith(_HEAD):
+        end = head.find(b'"', _HEAD_LEN)
+        if end > 0:
+            return head[_HEAD_LEN:end].decode()
+    data = read_metafile(folder)  # hand-edited or unusual formatting: parse it properly
+    status = data.get("status") if data else None
+    return status if isinstance(status, str) else None
+
+
+def read_metafile(folder: str) -> dict[str, Any] | None:
+    """The parsed metafile, or None when missing or unreadable."""
+    try:
+        with open(os.path.join(folder, METAFILE), "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def encode_metafile(status: str, body: str) -> str:
+    """A metafile's text: ``status`` first, then ``body`` (JSON members, no braces)."""
+    return '{"status": "' + status + '", ' + body + "}\n"
+
+
+def write_metafile(folder: str, data: str | Mapping[str, Any]) -> None:
+    """Replace the folder's metafile atomically with ``data`` (text from encode_metafile, or a dict)."""
+    if not isinstance(data, str):
+        rest = {k: v for k, v in data.items() if k != "status"}
+        data = encode_metafile(str(data["status"]), json.dumps(rest, default=repr)[1:-1])
+    tmp = os.path.join(folder, _TMP_PREFIX + str(os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(folder, METAFILE))
+
+
+class ExperimentLock:
+    """An exclusive, non-blocking lock on one experiment folder.
+
+    ``flock`` (not ``fcntl`` byte-range locks) because it excludes two holders in the
+    same process too, which the in-process runner relies on; on NFS Linux emulates it
+    with byte-range locks, which still exclude across nodes.
+    """
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, LOCKFILE)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if free; False if another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def is_locked(folder: str) -> bool:
+    """True while some process holds the folder's lock (a runner is on it)."""
+    try:
+        fd = os.open(os.path.join(folder, LOCKFILE), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
+def empty_folder(folder: str) -> None:
+    """Delete everything in ``folder`` but its lock file (held by the caller).
+
+    Symlinks are removed, never followed, so nothing outside the folder is touched.
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name == LOCKFILE:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
