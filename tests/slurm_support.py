@@ -55,7 +55,9 @@ def slurm_available() -> tuple[bool, str]:
             proc = _run([str(LOCAL_SLURM), "status"])
             if proc.returncode == 0:
                 return True, ""
-            return False, f"{LOCAL_SLURM.name} status: {_tail(proc.stdout + proc.stderr)}"
+            reasons = [ln for ln in proc.stdout.splitlines() if ln.startswith("not usable:")]
+            detail = "; ".join(r.removeprefix("not usable: ") for r in reasons) or _tail(proc.stdout + proc.stderr)
+            return False, f"{LOCAL_SLURM.name} status: {detail}"
         # Without the script (e.g. the module copied elsewhere): ask SLURM directly.
         if shutil.which("sinfo") is None or shutil.which("sacct") is None:
             return False, "SLURM client commands (sinfo, sacct) are not installed"

@@ -1,6 +1,6 @@
 """xhelpers: define, run, resume and browse experiments, locally and on SLURM."""
 
-from . import cli, config, errors, framework, typing
+from . import cli, config, errors, framework, results, typing
 from ._version import __version__
 from .cli import experiment_cli
 from .config import BaseConfig
@@ -20,5 +20,6 @@ __all__ = [
     "errors",
     "experiment_cli",
     "framework",
+    "results",
     "typing",
 ]

@@ -11,7 +11,6 @@ import importlib.util
 import logging
 import os
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
@@ -77,6 +76,38 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     jobs: int = Field(1, ge=1, description="Experiments run at once (1: in the main process).")
     workers: int = Field(1, ge=1, description="Processes each experiment may use itself.")
     slurm: bool = Field(False, description="Send experiments to SLURM instead of running here.")
+    slurm_partition: str | None = Field(
+        None, description="SLURM partition (None: the cluster's default partition)."
+    )
+    slurm_timeout_min: int = Field(60, ge=1, description="SLURM time limit per run, in minutes.")
+    slurm_cpus_per_task: int = Field(1, ge=1, description="CPUs per experiment on SLURM.")
+    slurm_gpus_per_node: int = Field(0, ge=0, description="GPUs per experiment on SLURM.")
+    slurm_mem_gb: float | None = Field(
+        None, gt=0, description="Memory per experiment on SLURM, in GB (None: the cluster's default)."
+    )
+    slurm_array_parallelism: int = Field(
+        256, ge=1, description="Tasks of one SLURM job array running at once (the %N throttle)."
+    )
+    slurm_additional_parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra sbatch options, e.g. {'account': 'lab', 'qos': 'high'}.",
+    )
+    slurm_setup: list[str] = Field(
+        default_factory=list,
+        description="Shell lines run on the node before the experiment (module load, venv).",
+    )
+    slurm_max_requeues: int = Field(
+        3, ge=0, description="Requeues after timeouts/preemptions before an experiment fails."
+    )
+    slurm_signal_delay_s: int = Field(
+        90, ge=1, description="Seconds before the time limit that SLURM signals a checkpoint."
+    )
+    slurm_poll_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between job-state queries (one sacct call) while waiting."
+    )
+    slurm_max_array_size: int | None = Field(
+        None, ge=1, description="Largest job array to submit (None: the cluster's MaxArraySize)."
+    )
     loglevel: str = Field("WARNING", description="Console log level: " + ", ".join(_LEVELS) + ".")
     logger: str = Field(
         "", description="Logger whose records are captured per experiment ('' = all)."
@@ -190,19 +221,17 @@ def load_machine_values(spec: str | None) -> tuple[dict[str, Any], str | None]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path!r} not found (expected FILE or FILE:Class)")
     module_name = "_xhelpers_machine_config_" + re.sub(r"\W", "_", os.path.abspath(path))
-    module = sys.modules.get(module_name)
-    if module is None:
-        importer = importlib.util.spec_from_file_location(module_name, path)
-        assert importer is not None and importer.loader is not None
-        module = importlib.util.module_from_spec(importer)
-        try:
-            importer.loader.exec_module(module)
-        except Exception as exc:
-            line = _error_line(exc, path)
-            raise ConfigError(
-                f"config file {path!r} raised {type(exc).__name__}: {exc}{line}"
-            ) from None
-        sys.modules[module_name] = module
+    # Loaded afresh each time (never cached in sys.modules): the file may have changed.
+    importer = importlib.util.spec_from_file_location(module_name, path)
+    assert importer is not None and importer.loader is not None
+    module = importlib.util.module_from_spec(importer)
+    try:
+        importer.loader.exec_module(module)
+    except Exception as exc:
+        line = _error_line(exc, path)
+        raise ConfigError(
+            f"config file {path!r} raised {type(exc).__name__}: {exc}{line}"
+        ) from None
     klass = getattr(module, class_name, None)
     if not isinstance(klass, type):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == module_name)

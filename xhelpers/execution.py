@@ -36,9 +36,11 @@ __all__ = [
     "TaskResult",
     "describe",
     "execute",
+    "expect_requeue",
     "lost_error",
     "on_interrupt_signal",
     "record_lost",
+    "record_submitted",
     "stop_requested",
 ]
 
@@ -70,6 +72,12 @@ class RunContext:
     run_info: str  # JSON members: versions, command line, git, config
     capture_logger: str = ""
     post_mortem: bool = False
+    # SLURM hooks, set only on a node by the SLURM backend (empty locally, costing nothing):
+    # the job id this process runs as (execute then waits for a lock held by the submitter
+    # or by this job's previous attempt, see _wait_for_submitter), and JSON members added
+    # to the metafile (slurm_job_id, node, attempts, submitit's log files).
+    job_id: str | None = None
+    job_members: str = ""
 
 
 @dataclass(slots=True)
@@ -203,7 +211,7 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
     folder = task.folder
     existed = results.ensure_folder(folder)
     lock = results.ExperimentLock(folder)
-    if not lock.acquire():
+    if not lock.acquire() and (ctx.job_id is None or not _wait_for_submitter(lock, folder, ctx.job_id)):
         return TaskResult(task.name, BUSY)
     try:
         runs = 1
@@ -211,9 +219,13 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
         if existed:
             previous = results.read_metafile(folder)
             if previous is not None:
-                if previous.get("status") == results.DONE and not task.force:
+                status = previous.get("status")
+                if status == results.DONE and not task.force:
                     return TaskResult(task.name, SKIPPED)
-                runs = int(previous.get("runs", 0) or 0) + 1
+                if status == results.SUBMITTED:  # SLURM marker: its "runs" are the runs so far
+                    runs = int(previous.get("runs") or 0) + 1
+                else:
+                    runs = int(previous.get("runs") or 1) + 1
             if task.force:
                 results.empty_folder(folder)
             else:
@@ -226,6 +238,8 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
         )
         if resumed:
             head += f', "resumed_from": {json.dumps(resumed)}'
+        if ctx.job_members:  # SLURM: job id, node, attempts, log files
+            head += ", " + ctx.job_members
         results.write_metafile(folder, results.encode_metafile(results.RUNNING, head))
         return _call(task, ctx, config, head)
     finally:
@@ -258,6 +272,10 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
             status, interrupted = results.INTERRUPTED, exc
             error_json, error_line = json.dumps({"type": "KeyboardInterrupt",
                                                  "message": "interrupted"}), "interrupted"
+        except _requeue_exit() as exc:  # SLURM hook (see expect_requeue); matches nothing locally
+            status, interrupted = results.SUBMITTED, exc
+            returned = f', "requeued": "{_now()}"'
+            logger.warning("requeued by SLURM: this run stops here and resumes later")
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded, none escapes
             status = results.FAILED
             error_json, error_line = _error_members(exc)
@@ -277,6 +295,82 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
     if interrupted is not None:
         raise interrupted
     return TaskResult(task.name, status, duration, error_line)
+
+
+# -- SLURM hooks ----------------------------------------------------------------------
+# Used only by xhelpers.backends.slurm; the local path never reaches them.
+
+SUBMITTED_LOCK_WAIT_S = 60.0  # how long a SLURM task waits for the submitter's lock
+
+# Set by expect_requeue() on a SLURM node when submitit has requeued the job and is
+# about to end it with sys.exit() from inside the experiment's code.
+_requeue_follows = False
+
+
+def expect_requeue() -> None:
+    """Declare the next ``SystemExit`` a requeue (submitit's checkpoint handler), not a failure.
+
+    ``execute`` then records the experiment as ``submitted`` again (with ``requeued``),
+    re-raises the ``SystemExit`` so the job ends without a result, and the next attempt
+    continues in the same folder.
+    """
+    global _requeue_follows
+    _requeue_follows = True
+
+
+def _requeue_exit() -> tuple[type[BaseException], ...]:
+    # An except clause's expression is evaluated only when an exception reaches it.
+    return (SystemExit,) if _requeue_follows else ()
+
+
+def _wait_for_submitter(lock: results.ExperimentLock, folder: str, job_id: str) -> bool:
+    """On a SLURM node: wait (bounded) for the experiment's lock; True once taken.
+
+    The submitter holds the lock while it marks the experiment ``submitted`` (see
+    record_submitted), and a requeued job's previous attempt holds it while it exits:
+    both let go within moments. Another process that runs the experiment does not:
+    give up at once when the metafile says ``running`` for some other job or process.
+    """
+    deadline = time.monotonic() + SUBMITTED_LOCK_WAIT_S
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if results.read_status(folder) == results.RUNNING:
+            meta = results.read_metafile(folder)
+            if meta is not None and meta.get("status") == results.RUNNING and (
+                meta.get("slurm_job_id") != job_id
+            ):
+                return False
+        time.sleep(delay)
+        delay = min(2 * delay, 0.25)
+        if lock.acquire():
+            return True
+    return False
+
+
+def record_submitted(task: Task, ctx: RunContext, job_id: str, members: str = "") -> None:
+    """Mark an experiment ``submitted`` as SLURM job ``job_id``; the caller holds its lock.
+
+    The submitter takes the lock of every experiment before it submits, writes this
+    marker once the job ids are known, then releases the locks. A job that starts
+    meanwhile waits for the lock (RunContext.job_id), so the marker can never replace
+    the job's own status, and the submitter holds no lock while the job runs.
+    ``members`` are extra JSON members (e.g. the job's log files).
+    """
+    previous = results.read_metafile(task.folder)
+    runs = 0  # runs so far; execute counts this one on top
+    if previous is not None:
+        if previous.get("status") == results.SUBMITTED:
+            runs = int(previous.get("runs") or 0)
+        else:
+            runs = int(previous.get("runs") or 1)
+    body = (
+        f'"group": {json.dumps(ctx.group)}, "name": {json.dumps(task.name)}, '
+        f'"submitted": "{_now()}", "slurm_job_id": {json.dumps(job_id)}, "runs": {runs}, '
+        f"{task.description}, {ctx.run_info}"
+    )
+    if members:
+        body += ", " + members
+    results.write_metafile(task.folder, results.encode_metafile(results.SUBMITTED, body))
 
 
 def _checkpoints(folder: str, patterns: list[str]) -> list[str]:
@@ -305,13 +399,15 @@ def lost_error(exitcode: int | None, why: str | None = None) -> tuple[str, dict[
 
 
 def record_lost(
-    task: Task, ctx: RunContext, pid: int | None, message: str, error: dict[str, Any], status: str
+    task: Task, ctx: RunContext, pid: int | None, message: str, error: dict[str, Any], status: str,
+    job_id: str | None = None,
 ) -> bool:
     """Record an experiment whose process died under it; True if the metafile was written.
 
     Only a ``running`` metafile of that very process is replaced, under the lock, so
     an experiment that finished just before its process died keeps its result, and
-    one another runner picked up since is left to it.
+    one another runner picked up since is left to it. With ``job_id`` (SLURM: a job
+    that ended without a result), a ``running`` or ``submitted`` metafile of that job.
     """
     folder = task.folder
     lock = results.ExperimentLock(folder)
@@ -322,7 +418,14 @@ def record_lost(
         time.sleep(0.05)
     try:
         meta = results.read_metafile(folder)
-        if meta is None or meta.get("status") != results.RUNNING:
+        if meta is None:
+            return False
+        if job_id is not None:  # SLURM hook: the job may have died pending or running
+            if meta.get("status") not in (results.RUNNING, results.SUBMITTED):
+                return False
+            if meta.get("slurm_job_id") != job_id:
+                return False
+        elif meta.get("status") != results.RUNNING:
             return False
         if pid is not None and meta.get("pid") != pid:
             return False

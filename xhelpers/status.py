@@ -13,12 +13,14 @@ from .config import BaseConfig, resolve_config
 if TYPE_CHECKING:
     from .framework import ParametrizedExperiments
 
-__all__ = ["StatusRow", "collect_status", "format_status"]
+__all__ = ["STATUS_ORDER", "StatusRow", "collect_status", "format_counts", "format_status"]
 
 # Statuses as a researcher reads them: the metafile's words, except that a success is
 # "done", no metafile is "pending", and "running" with a free lock (its runner died)
 # is "interrupted".
 DONE, PENDING = "done", "pending"
+STATUS_ORDER = (DONE, results.FAILED, results.INTERRUPTED, results.RUNNING, results.SUBMITTED,
+                PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,11 @@ def format_status(rows: Sequence[StatusRow]) -> str:
         for r in rows
     ]
     text = tabulate(table, headers=["name", "status", "duration", "finished", "where", "error"])
-    counts: dict[str, int] = {}
+    return text + "\n\n" + format_counts(rows)
+
+
+def format_counts(rows: Sequence[StatusRow]) -> str:
+    counts = dict.fromkeys(STATUS_ORDER, 0)
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    return text + "\n\n" + ", ".join(f"{n} {s}" for s, n in counts.items())
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing selected"

@@ -81,7 +81,12 @@ class LocalBackend(Backend):
         while self._pending and not self._stopping:
             task = self._pending.popleft()
             self._current = task
-            result = execute(task, self.ctx)
+            since = _boot_clock()
+            try:
+                result = execute(task, self.ctx)
+            except KeyboardInterrupt:
+                _stop_children_since(since)
+                raise
             self._current = None
             yield Finished(task, result)
 
@@ -119,7 +124,10 @@ class LocalBackend(Backend):
                 data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
                 if len(data) > _BIG_TASK and worker.inflight:
                     break
-                worker.conn.send_bytes(data)
+                try:
+                    worker.conn.send_bytes(data)
+                except OSError:  # it died; its sentinel will say so and requeue its tasks
+                    break
                 worker.inflight.append(self._pending.popleft())
 
     def _pool(self) -> Iterator[Report]:
@@ -215,6 +223,45 @@ class LocalBackend(Backend):
             worker.proc.join()
             worker.conn.close()
         self._workers.clear()
+
+
+def _boot_clock() -> float:
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)  # same clock as /proc/<pid>/stat
+    except (AttributeError, OSError):
+        return time.monotonic()
+
+
+def _stop_children_since(since: float) -> None:
+    """After Ctrl-C in the main process: end the processes the experiment started.
+
+    Only children started after ``since`` (the experiment's start) are touched, so a
+    notebook or shell that runs us keeps its own. Linux reads /proc; elsewhere only
+    multiprocessing's children are known.
+    """
+    mine = os.getpid()
+    victims = {p.pid for p in multiprocessing.active_children() if p.pid}
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == mine and int(fields[19]) / ticks >= since - 0.5:
+                victims.add(int(entry))
+    except (OSError, ValueError):
+        pass
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for child in multiprocessing.active_children():  # reap them
+        child.join(1.0)
 
 
 def _killpg(pid: int, sig: int) -> None:

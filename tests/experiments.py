@@ -1,0 +1,108 @@
+"""Experiment functions for the tests; a module of its own so spawned workers import them."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import xhelpers as xh
+
+log = logging.getLogger("experiments")
+
+
+class TConfig(xh.BaseConfig):
+    user_message: str = "Hello world!"
+    user_number: int = 42
+
+
+def write_param(*, param: Any, config: TConfig | None = None) -> dict[str, Any]:
+    config = TConfig.with_updates(config)
+    log.info("param=%s message=%s", param, config.user_message)
+    log.debug("debug detail %s", param)
+    Path("result.txt").write_text(str(param))
+    return {"param": param, "cwd": os.getcwd(), "workers": config.workers}
+
+
+def no_config(value: int = 1) -> int:
+    Path("result.txt").write_text(str(value))
+    return value
+
+
+def record_cwd() -> str:
+    return os.getcwd()
+
+
+def raises() -> None:
+    raise ValueError("bad value\nsecond line")
+
+
+def exits() -> None:
+    sys.exit(3)
+
+
+def hard_exit() -> None:
+    os._exit(7)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def sigkill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def returns_unserializable() -> object:
+    return object()
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def uses_pool(*, config: xh.BaseConfig) -> list[int]:
+    """Starts processes of its own, as experiments with config.workers do."""
+    with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
+        squares = pool.map(_square, range(4))
+    Path("squares.json").write_text(json.dumps(squares))
+    return squares
+
+
+def append_run(tag: str = "") -> None:
+    """Counts its runs: one line per run, in a file of its folder."""
+    with open("runs.txt", "a") as f:
+        f.write(f"{os.getpid()} {tag}\n")
+
+
+def wait_for_file(*, started: str, release: str, timeout: float = 60.0) -> str:
+    """Announce that it runs (the test waits for that), then wait until released."""
+    Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.02)
+    return "released"
+
+
+def block_with_child(*, started: str) -> None:
+    """Starts a child process, announces both pids, then blocks until interrupted."""
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
+    child.start()
+    Path(started).write_text(f"{os.getpid()} {child.pid}")
+    Path("checkpoint.pt").write_text("partial")
+    time.sleep(600)
+
+
+def logs_levels() -> None:
+    log.debug("a debug line")
+    log.info("an info line")
+    log.warning("a warning line")

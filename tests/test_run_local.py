@@ -1,0 +1,224 @@
+"""Running experiments through the Python API, in this process (-j1) and in workers."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+import xhelpers as xh
+
+from conftest import meta
+from experiments import (TConfig, append_run, no_config, raises, record_cwd,
+                         returns_unserializable, uses_pool, write_param)
+
+
+def make_group(name: str = "main") -> xh.ParametrizedExperiments:
+    return xh.ParametrizedExperiments(name, {
+        "experiment_1": partial(write_param, param=41),
+        "experiment_42": partial(write_param, param=42),
+        "some/subdir/experiment_a": partial(write_param, param=1),
+    }, configcls=TConfig)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_runs_in_its_folder_and_restores_cwd(tmp_path: Path, jobs: int) -> None:
+    group = make_group()
+    summary = group(jobs=jobs, quiet=True)
+    assert os.getcwd() == str(tmp_path)
+    assert summary.exit_code == 0
+    assert [o.status for o in summary] == ["success"] * 3
+    folder = tmp_path / "results" / "main" / "some" / "subdir" / "experiment_a"
+    assert (folder / "result.txt").read_text() == "1"
+    data = meta(folder)
+    assert data["returned"]["cwd"] == str(folder)
+    assert summary["some/subdir/experiment_a"].folder == str(folder)
+
+
+def test_metafile_records_what_ran(tmp_path: Path) -> None:
+    group = make_group()
+    group("experiment_1", quiet=True, config={"slacktoken": "xoxb-123-secret"})
+    text = (tmp_path / "results/main/experiment_1/metafile.json").read_text()
+    assert text.startswith('{"status": "success"')
+    assert "xoxb-123-secret" not in text
+    data = meta(tmp_path / "results/main/experiment_1")
+    assert data["group"] == "main" and data["name"] == "experiment_1"
+    for key in ("started", "ended", "duration", "host", "pid", "python", "xhelpers", "argv",
+                "git", "function", "arguments", "fingerprint", "config", "returned"):
+        assert key in data, key
+    assert data["function"] == "experiments.write_param"
+    assert data["arguments"] == {"args": [], "kwargs": {"param": "41"}}
+    assert data["config"]["slacktoken"] == "***"
+    assert data["config"]["user_message"] == "Hello world!"
+    assert data["pid"] == os.getpid()  # -j1 runs in this process
+
+
+def test_git_commit_and_dirty_flag_are_recorded(tmp_path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["git", "init", "-q"], check=True)
+    Path("tracked.txt").write_text("1")
+    subprocess.run(["git", "add", "tracked.txt"], check=True)
+    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"],
+                   check=True)
+    group = xh.ParametrizedExperiments("g", {"a": no_config, "b": no_config})
+    group("a", quiet=True)
+    git = meta(tmp_path / "results/g/a")["git"]
+    assert len(git["commit"]) == 40 and git["dirty"] is False
+    Path("tracked.txt").write_text("2")
+    group("b", quiet=True)
+    assert meta(tmp_path / "results/g/b")["git"]["dirty"] is True
+
+
+def test_config_is_passed_only_when_accepted(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {
+        "takes": partial(write_param, param=1),
+        "plain": partial(no_config, value=5),
+        "own": partial(write_param, param=2, config={"user_message": "own"}),
+    }, configcls=TConfig)
+    summary = group(quiet=True, workers=3)
+    assert summary.exit_code == 0
+    assert meta(tmp_path / "results/g/takes")["returned"]["workers"] == 3
+    assert meta(tmp_path / "results/g/plain")["returned"] == 5
+    own = tmp_path / "results/g/own/experiment.log"
+    assert meta(tmp_path / "results/g/own")["returned"]["workers"] == 3
+    assert "message=own" in own.read_text()
+
+
+def test_failure_is_recorded_with_traceback_and_others_run(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"bad": raises, "good": no_config})
+    summary = group(quiet=True)
+    assert summary.exit_code == 1
+    assert summary["bad"].status == "failed" and summary["good"].status == "success"
+    assert summary["bad"].error == "ValueError: bad value"
+    error = meta(tmp_path / "results/g/bad")["error"]
+    assert error["type"] == "ValueError" and error["message"] == "bad value\nsecond line"
+    assert 'raise ValueError("bad value\\nsecond line")' in error["traceback"]
+    assert "experiment.log" in os.listdir(tmp_path / "results/g/bad")
+    assert "ValueError: bad value" in (tmp_path / "results/g/bad/experiment.log").read_text()
+    assert "g: 1 succeeded, 0 skipped, 1 failed, 0 interrupted" in str(summary)
+
+
+def test_unserializable_return_value_is_not_an_error(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"x": returns_unserializable})
+    assert group(quiet=True).exit_code == 0
+    assert meta(tmp_path / "results/g/x")["returned_type"] == "object"
+
+
+def test_done_is_skipped_failed_reruns_in_place_force_starts_empty(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x"), "b": raises})
+    first = group(quiet=True)
+    assert [o.status for o in first] == ["success", "failed"]
+    (tmp_path / "results/g/b/checkpoint.pt").write_text("state")
+    (tmp_path / "results/g/a/keep.txt").write_text("mine")
+    second = group(quiet=True)
+    assert [o.status for o in second] == ["skipped", "failed"]
+    assert (tmp_path / "results/g/a/runs.txt").read_text().count("\n") == 1
+    data = meta(tmp_path / "results/g/b")
+    assert data["runs"] == 2 and data["resumed_from"] == ["checkpoint.pt"]
+    assert (tmp_path / "results/g/b/checkpoint.pt").exists()  # nothing of the user's deleted
+    third = group("a", force=True, quiet=True)
+    assert [o.status for o in third] == ["success"]
+    assert not (tmp_path / "results/g/a/keep.txt").exists()
+    assert (tmp_path / "results/g/a/runs.txt").read_text().count("\n") == 1
+    assert (tmp_path / "results/g/b/checkpoint.pt").exists()  # only that folder emptied
+
+
+def test_force_never_follows_symlinks_out_of_the_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "data.bin").write_text("keep")
+    group = xh.ParametrizedExperiments("g", {"a": no_config})
+    group(quiet=True)
+    os.symlink(outside, tmp_path / "results/g/a/link")
+    group(force=True, quiet=True)
+    assert (outside / "data.bin").read_text() == "keep"
+    assert not (tmp_path / "results/g/a/link").exists()
+
+
+def test_running_metafile_of_dead_runner_is_rerun(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x")})
+    folder = tmp_path / "results/g/a"
+    folder.mkdir(parents=True)
+    (folder / "metafile.json").write_text('{"status": "running", "pid": 1}')
+    (folder / ".xhelpers.lock").write_text("")
+    summary = group(quiet=True)
+    assert summary["a"].status == "success"
+    assert meta(folder)["runs"] == 2
+
+
+def test_held_lock_means_running_elsewhere(tmp_path: Path) -> None:
+    from xhelpers.results import ExperimentLock
+
+    group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x"), "b": no_config})
+    folder = tmp_path / "results/g/a"
+    folder.mkdir(parents=True)
+    (folder / "metafile.json").write_text('{"status": "running", "pid": 1}')
+    lock = ExperimentLock(str(folder))
+    assert lock.acquire()
+    try:
+        summary = group(quiet=True)
+        assert summary["a"].status == "running elsewhere"
+        assert summary.exit_code == 0
+        assert not (folder / "runs.txt").exists()
+        # --force never runs what another runner holds either
+        assert group("a", force=True, quiet=True)["a"].status == "running elsewhere"
+        assert (folder / "metafile.json").exists()
+    finally:
+        lock.release()
+    assert group(quiet=True)["a"].status == "success"
+
+
+def test_lock_taken_between_plan_and_run_is_respected(tmp_path: Path) -> None:
+    """A never-run experiment locked by someone else after planning is not run here."""
+    from xhelpers.results import ExperimentLock
+
+    folder = tmp_path / "results/g/a"
+    folder.mkdir(parents=True)
+    lock = ExperimentLock(str(folder))
+    assert lock.acquire()
+    try:
+        group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x")})
+        assert group(quiet=True)["a"].status == "running elsewhere"
+        assert not (folder / "runs.txt").exists()
+    finally:
+        lock.release()
+
+
+def test_experiment_with_its_own_process_pool(tmp_path: Path, start_method: str) -> None:
+    group = xh.ParametrizedExperiments("g", {"pool": uses_pool, "other": no_config})
+    summary = group(jobs=2, workers=2, quiet=True, config={"start_method": start_method})
+    assert summary.exit_code == 0, str(summary)
+    assert meta(tmp_path / "results/g/pool")["returned"] == [0, 1, 4, 9]
+
+
+def test_run_from_python_never_exits(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"bad": raises})
+    summary = group(quiet=True)  # would raise SystemExit if it called sys.exit
+    assert summary.exit_code == 1
+    assert isinstance(summary, xh.RunSummary)
+
+
+def test_cwd_restored_after_failure(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"bad": raises, "cwd": record_cwd})
+    group(quiet=True)
+    assert os.getcwd() == str(tmp_path)
+    assert meta(tmp_path / "results/g/cwd")["returned"] == str(tmp_path / "results/g/cwd")
+
+
+def test_output_directory_from_config(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"a": no_config}, configcls=TConfig)
+    group(quiet=True, config={"output_directory": str(tmp_path / "elsewhere")})
+    assert (tmp_path / "elsewhere/g/a/metafile.json").exists()
+
+
+def test_spawn_and_fork_give_the_same_result(tmp_path: Path, start_method: str) -> None:
+    group = make_group()
+    summary = group(jobs=2, quiet=True, config={"start_method": start_method})
+    assert summary.exit_code == 0, str(summary)
+    data = meta(tmp_path / "results/main/experiment_42")
+    assert data["pid"] != os.getpid()
+    assert data["fingerprint"] and data["arguments"]["kwargs"] == {"param": "42"}
+    assert (tmp_path / "results/main/experiment_42/result.txt").read_text() == "42"
