@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slurm_support import slurm_cluster  # noqa: F401 - the fixture, for every test
 
 from xhelpers import framework
 
@@ -48,15 +49,25 @@ import experiments as ex
 
 def write_run_py(folder: Path, body: str) -> Path:
     path = folder / "run.py"
-    path.write_text(RUN_PY_HEADER.format(tests=str(TESTS)) + textwrap.dedent(body)
-                    + "\nif __name__ == '__main__':\n    xh.experiment_cli()\n")
+    path.write_text(
+        RUN_PY_HEADER.format(tests=str(TESTS))
+        + textwrap.dedent(body)
+        + "\nif __name__ == '__main__':\n    xh.experiment_cli()\n"
+    )
     return path
 
 
-def run_py(folder: Path, *args: str, timeout: float = 120, **kwargs: Any
-           ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "run.py", *args], cwd=folder, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+def run_py(
+    folder: Path, *args: str, timeout: float = 120, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:

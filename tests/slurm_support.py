@@ -44,7 +44,7 @@ def _tail(text: str, lines: int = 8) -> str:
     return " | ".join(line for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def slurm_available() -> tuple[bool, str]:
     """(True, "") if jobs can be submitted and sacct answers, else (False, reason).
 
@@ -56,7 +56,9 @@ def slurm_available() -> tuple[bool, str]:
             if proc.returncode == 0:
                 return True, ""
             reasons = [ln for ln in proc.stdout.splitlines() if ln.startswith("not usable:")]
-            detail = "; ".join(r.removeprefix("not usable: ") for r in reasons) or _tail(proc.stdout + proc.stderr)
+            detail = "; ".join(r.removeprefix("not usable: ") for r in reasons) or _tail(
+                proc.stdout + proc.stderr
+            )
             return False, f"{LOCAL_SLURM.name} status: {detail}"
         # Without the script (e.g. the module copied elsewhere): ask SLURM directly.
         if shutil.which("sinfo") is None or shutil.which("sacct") is None:
@@ -96,7 +98,11 @@ def _read_cluster() -> SlurmCluster:
     # The default partition is the one sinfo marks with '*'.
     parts = _run(["sinfo", "-h", "-o", "%P"]).stdout.split()
     default = [p.rstrip("*") for p in parts if p.endswith("*")]
-    partition = (default or [p.rstrip("*") for p in parts] or [os.environ.get("LOCAL_SLURM_PARTITION", "debug")])[0]
+    partition = (
+        default
+        or [p.rstrip("*") for p in parts]
+        or [os.environ.get("LOCAL_SLURM_PARTITION", "debug")]
+    )[0]
     return SlurmCluster(partition=partition, max_array_size=int(match.group(1)))
 
 

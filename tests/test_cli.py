@@ -7,20 +7,23 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-import xhelpers as xh
-
 from conftest import meta, run_py, write_run_py
 from experiments import TConfig, logs_levels, no_config, raises, write_param
+
+import xhelpers as xh
 
 
 @pytest.fixture()
 def groups() -> None:
-    xh.ParametrizedExperiments("main", {
-        "experiment_1": partial(write_param, param=41),
-        "experiment_42": partial(write_param, param=42),
-        "some/subdir/experiment_a": partial(write_param, param=1),
-    }, configcls=TConfig)
+    xh.ParametrizedExperiments(
+        "main",
+        {
+            "experiment_1": partial(write_param, param=41),
+            "experiment_42": partial(write_param, param=42),
+            "some/subdir/experiment_a": partial(write_param, param=1),
+        },
+        configcls=TConfig,
+    )
     xh.ParametrizedExperiments("other", {"bad": raises, "ok": no_config, "logs": logs_levels})
 
 
@@ -106,10 +109,11 @@ def test_list_shows_status_and_runs_nothing(groups: None, tmp_path: Path) -> Non
         (["main", "-j", "0"], "0 is not in the range x>=1"),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(groups: None, tmp_path: Path, args: list[str],
-                                           message: str) -> None:
+def test_usage_errors_exit_2_with_one_line(
+    groups: None, tmp_path: Path, args: list[str], message: str
+) -> None:
     (tmp_path / "c.py").write_text("class Config: pass\n")
-    code, out, err = invoke(*args)
+    code, _out, err = invoke(*args)
     assert code == 2
     assert message in err
     assert not (tmp_path / "results").exists()

@@ -17,8 +17,13 @@ g = xh.ParametrizedExperiments("g", names)
 
 def test_second_runner_reports_running_elsewhere(tmp_path: Path) -> None:
     write_run_py(tmp_path, RUN)
-    first = subprocess.Popen([sys.executable, "run.py", "g", "slow"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "run.py", "g", "slow"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = tmp_path / "results/g/slow/started"
     wait_until(started.exists, what="first runner's experiment")
     second = run_py(tmp_path, "g", "slow")
@@ -29,16 +34,23 @@ def test_second_runner_reports_running_elsewhere(tmp_path: Path) -> None:
     assert "1 running elsewhere" in forced.stdout
     assert started.exists()
     (tmp_path / "release").write_text("")
-    out, err = first.communicate(timeout=60)
+    _out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert meta(tmp_path / "results/g/slow")["status"] == "success"
 
 
 def test_two_runners_started_together_run_each_experiment_once(tmp_path: Path) -> None:
     write_run_py(tmp_path, RUN)
-    procs = [subprocess.Popen([sys.executable, "run.py", "g", "fast_*", "-j2"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "run.py", "g", "fast_*", "-j2"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     for i in range(40):

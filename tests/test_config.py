@@ -4,18 +4,26 @@ import pickle
 from pathlib import Path
 
 import pytest
+from experiments import TConfig
 
 import xhelpers as xh
 from xhelpers.config import load_machine_values, resolve_config
 from xhelpers.errors import ConfigError
 
-from experiments import TConfig
-
 
 def test_defaults_cover_the_framework_settings() -> None:
     config = xh.BaseConfig()
-    for field in ("output_directory", "jobs", "workers", "slurm", "loglevel", "logger",
-                  "checkpoint_files", "slacktoken", "slackchannel"):
+    for field in (
+        "output_directory",
+        "jobs",
+        "workers",
+        "slurm",
+        "loglevel",
+        "logger",
+        "checkpoint_files",
+        "slacktoken",
+        "slackchannel",
+    ):
         assert field in xh.BaseConfig.model_fields
     assert config.output_directory == Path("results") and config.jobs == 1
 
@@ -41,9 +49,9 @@ def test_unknown_key_names_it_and_lists_valid_fields() -> None:
 
 
 def test_wrong_type_names_the_field() -> None:
-    with pytest.raises(ConfigError, match="'jobs'.*valid integer"):
+    with pytest.raises(ConfigError, match=r"'jobs'.*valid integer"):
         TConfig.with_updates({"jobs": "many"})
-    with pytest.raises(ConfigError, match="'loglevel'.*must be one of"):
+    with pytest.raises(ConfigError, match=r"'loglevel'.*must be one of"):
         TConfig.with_updates({"loglevel": "LOUD"})
     with pytest.raises(ConfigError, match="config must be None, a dict or a BaseConfig"):
         TConfig.with_updates(42)  # type: ignore[arg-type]
@@ -91,7 +99,11 @@ def test_precedence_configcls_then_machine_then_flags(tmp_path: Path) -> None:
     config = resolve_config(TConfig, overrides={"workers": 3})
     assert isinstance(config, TConfig)
     assert (config.jobs, config.user_message, config.workers, config.user_number) == (
-        2, "from machine", 3, 42)
+        2,
+        "from machine",
+        3,
+        42,
+    )
     assert resolve_config(TConfig, overrides={"jobs": 4}).jobs == 4
     other = resolve_config(TConfig, config_file="config.py:Other")
     assert other.workers == 5 and other.jobs == 1
@@ -100,7 +112,7 @@ def test_precedence_configcls_then_machine_then_flags(tmp_path: Path) -> None:
 
 def test_machine_field_unknown_to_configcls(tmp_path: Path) -> None:
     (tmp_path / "config.py").write_text("class Config:\n    not_a_field = 1\n")
-    with pytest.raises(ConfigError, match="config.py:Config sets 'not_a_field'.*valid fields"):
+    with pytest.raises(ConfigError, match=r"config.py:Config sets 'not_a_field'.*valid fields"):
         resolve_config(TConfig)
 
 
@@ -109,8 +121,11 @@ def test_machine_field_unknown_to_configcls(tmp_path: Path) -> None:
     [
         (None, "missing.py", "config file 'missing.py' not found"),
         ("class Other: pass\n", "c.py", "has no class 'Config'; classes there: Other"),
-        ("x = 1\nraise RuntimeError('no cluster here')\n", "c.py",
-         "raised RuntimeError: no cluster here \\(line 2\\)"),
+        (
+            "x = 1\nraise RuntimeError('no cluster here')\n",
+            "c.py",
+            "raised RuntimeError: no cluster here \\(line 2\\)",
+        ),
         ("def broken(:\n", "c.py", "raised SyntaxError"),
         ("class Config:\n    jobs = 'x'\n", "c.py", "field 'jobs'"),
         ("class Config: pass\n", "c.py:not-a-class", "is not a class name"),

@@ -10,11 +10,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
-import xhelpers as xh
-
 from conftest import meta, pid_alive, run_py, wait_until, write_run_py
 from experiments import exits, hard_exit, no_config, raises, segfault, sigkill
+
+import xhelpers as xh
 
 FAULTS = {
     "raises": (raises, "ValueError: bad value"),
@@ -64,8 +63,13 @@ g = xh.ParametrizedExperiments("g", names, configcls=Cfg)
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_records_interrupted_and_leaves_no_process(tmp_path: Path, jobs: str) -> None:
     write_run_py(tmp_path, RUN_BLOCKING)
-    proc = subprocess.Popen([sys.executable, "run.py", "g", f"-j{jobs}"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "g", f"-j{jobs}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     running = 2 if jobs == "2" else 1
     started = [tmp_path / f"results/g/block_{i}/{i}.started" for i in range(running)]
     wait_until(lambda: all(p.exists() and p.read_text() for p in started), what="experiments")
@@ -91,14 +95,16 @@ def test_ctrl_c_records_interrupted_and_leaves_no_process(tmp_path: Path, jobs: 
 def test_killed_runner_leaves_running_then_reruns(tmp_path: Path) -> None:
     """SIGKILL of the whole runner: the metafile says running, the lock is free."""
     write_run_py(tmp_path, RUN_BLOCKING)
-    proc = subprocess.Popen([sys.executable, "run.py", "g", "block_0"], cwd=tmp_path,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "g", "block_0"], cwd=tmp_path, start_new_session=True
+    )
     started = tmp_path / "results/g/block_0/0.started"
     wait_until(lambda: started.exists() and bool(started.read_text()), what="experiment")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    wait_until(lambda: not xh.results.is_locked(str(tmp_path / "results/g/block_0")),
-               what="lock released")
+    wait_until(
+        lambda: not xh.results.is_locked(str(tmp_path / "results/g/block_0")), what="lock released"
+    )
     assert meta(tmp_path / "results/g/block_0")["status"] == "running"
     listed = run_py(tmp_path, "g", "-l")
     assert "interrupted" in listed.stdout.splitlines()[2]

@@ -3,11 +3,10 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from experiments import no_config
 
 import xhelpers as xh
 from xhelpers.errors import ExperimentDefinitionError, PatternError
-
-from experiments import no_config
 
 
 @pytest.mark.parametrize(
@@ -36,8 +35,13 @@ def test_bad_name_is_rejected_with_its_reason(name: str, why: str) -> None:
 
 
 def test_every_offending_name_is_named_at_once() -> None:
-    bad = {"a//b": no_config, "some/subdir": no_config, "some/subdir/x": no_config,
-           "/x": no_config, "ok/name": no_config}
+    bad = {
+        "a//b": no_config,
+        "some/subdir": no_config,
+        "some/subdir/x": no_config,
+        "/x": no_config,
+        "ok/name": no_config,
+    }
     with pytest.raises(ExperimentDefinitionError) as info:
         xh.ParametrizedExperiments("g", bad)
     message = str(info.value)
@@ -53,8 +57,9 @@ def test_leaf_rule_on_deeper_prefix() -> None:
 
 
 def test_similar_names_that_are_not_folders_are_fine() -> None:
-    group = xh.ParametrizedExperiments("g", {"a/b": no_config, "a/bc": no_config,
-                                             "ab": no_config, "lr=0.1/seed=1": no_config})
+    group = xh.ParametrizedExperiments(
+        "g", {"a/b": no_config, "a/bc": no_config, "ab": no_config, "lr=0.1/seed=1": no_config}
+    )
     assert len(group) == 4
 
 
@@ -81,10 +86,15 @@ def test_bad_configcls() -> None:
 
 
 def test_selection_wildcards_cross_slashes_and_union_keeps_order() -> None:
-    group = xh.ParametrizedExperiments("g", {
-        "experiment_1": no_config, "experiment_42": no_config,
-        "some/subdir/experiment_a": no_config, "some/other_1": no_config,
-    })
+    group = xh.ParametrizedExperiments(
+        "g",
+        {
+            "experiment_1": no_config,
+            "experiment_42": no_config,
+            "some/subdir/experiment_a": no_config,
+            "some/other_1": no_config,
+        },
+    )
     assert group.select() == list(group.experiments)
     assert group.select("experiment_1") == ["experiment_1"]
     assert group.select("*_1") == ["experiment_1", "some/other_1"]
@@ -95,8 +105,9 @@ def test_selection_wildcards_cross_slashes_and_union_keeps_order() -> None:
 
 
 def test_pattern_without_match_suggests_closest() -> None:
-    group = xh.ParametrizedExperiments("g", {"experiment_1": no_config,
-                                             "some/subdir/experiment_a": no_config})
+    group = xh.ParametrizedExperiments(
+        "g", {"experiment_1": no_config, "some/subdir/experiment_a": no_config}
+    )
     with pytest.raises(PatternError) as info:
         group.select("experiment_2")
     assert "'experiment_1'" in str(info.value)

@@ -7,20 +7,31 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from conftest import meta
+from experiments import (
+    TConfig,
+    append_run,
+    no_config,
+    raises,
+    record_cwd,
+    returns_unserializable,
+    uses_pool,
+    write_param,
+)
 
 import xhelpers as xh
 
-from conftest import meta
-from experiments import (TConfig, append_run, no_config, raises, record_cwd,
-                         returns_unserializable, uses_pool, write_param)
-
 
 def make_group(name: str = "main") -> xh.ParametrizedExperiments:
-    return xh.ParametrizedExperiments(name, {
-        "experiment_1": partial(write_param, param=41),
-        "experiment_42": partial(write_param, param=42),
-        "some/subdir/experiment_a": partial(write_param, param=1),
-    }, configcls=TConfig)
+    return xh.ParametrizedExperiments(
+        name,
+        {
+            "experiment_1": partial(write_param, param=41),
+            "experiment_42": partial(write_param, param=42),
+            "some/subdir/experiment_a": partial(write_param, param=1),
+        },
+        configcls=TConfig,
+    )
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -45,8 +56,22 @@ def test_metafile_records_what_ran(tmp_path: Path) -> None:
     assert "xoxb-123-secret" not in text
     data = meta(tmp_path / "results/main/experiment_1")
     assert data["group"] == "main" and data["name"] == "experiment_1"
-    for key in ("started", "ended", "duration", "host", "pid", "python", "xhelpers", "argv",
-                "git", "function", "arguments", "fingerprint", "config", "returned"):
+    for key in (
+        "started",
+        "ended",
+        "duration",
+        "host",
+        "pid",
+        "python",
+        "xhelpers",
+        "argv",
+        "git",
+        "function",
+        "arguments",
+        "fingerprint",
+        "config",
+        "returned",
+    ):
         assert key in data, key
     assert data["function"] == "experiments.write_param"
     assert data["arguments"] == {"args": [], "kwargs": {"param": "41"}}
@@ -61,8 +86,9 @@ def test_git_commit_and_dirty_flag_are_recorded(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q"], check=True)
     Path("tracked.txt").write_text("1")
     subprocess.run(["git", "add", "tracked.txt"], check=True)
-    subprocess.run(["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"],
-                   check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "x"], check=True
+    )
     group = xh.ParametrizedExperiments("g", {"a": no_config, "b": no_config})
     group("a", quiet=True)
     git = meta(tmp_path / "results/g/a")["git"]
@@ -73,11 +99,15 @@ def test_git_commit_and_dirty_flag_are_recorded(tmp_path: Path) -> None:
 
 
 def test_config_is_passed_only_when_accepted(tmp_path: Path) -> None:
-    group = xh.ParametrizedExperiments("g", {
-        "takes": partial(write_param, param=1),
-        "plain": partial(no_config, value=5),
-        "own": partial(write_param, param=2, config={"user_message": "own"}),
-    }, configcls=TConfig)
+    group = xh.ParametrizedExperiments(
+        "g",
+        {
+            "takes": partial(write_param, param=1),
+            "plain": partial(no_config, value=5),
+            "own": partial(write_param, param=2, config={"user_message": "own"}),
+        },
+        configcls=TConfig,
+    )
     summary = group(quiet=True, workers=3)
     assert summary.exit_code == 0
     assert meta(tmp_path / "results/g/takes")["returned"]["workers"] == 3

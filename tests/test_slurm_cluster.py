@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_support import LOCAL_SLURM, SlurmCluster, slurm_cluster  # noqa: F401
+from slurm_support import LOCAL_SLURM, SlurmCluster
 
 JOB_TIMEOUT_S = 120
 
@@ -30,7 +30,7 @@ def sacct_state(job_id: str) -> str:
 
 
 def wait_sacct_state(job_id: str, prefix: str, timeout: float = JOB_TIMEOUT_S) -> str:
-    """Poll sacct until the job's state starts with prefix (slurmctld reports to slurmdbd asynchronously)."""
+    """Poll sacct until the job state starts with prefix (slurmdbd learns it asynchronously)."""
     deadline = time.monotonic() + timeout
     state = ""
     while time.monotonic() < deadline:
@@ -48,7 +48,9 @@ def test_cluster_config(slurm_cluster: SlurmCluster) -> None:
 
 def test_sbatch_wait_writes_output(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     out = tmp_path / "job.out"
-    job_id = sbatch(slurm_cluster, "--wait", "-o", str(out), "--wrap", "echo hello from $SLURM_JOB_ID")
+    job_id = sbatch(
+        slurm_cluster, "--wait", "-o", str(out), "--wrap", "echo hello from $SLURM_JOB_ID"
+    )
     assert out.read_text().strip() == f"hello from {job_id}"
 
 
@@ -87,12 +89,16 @@ def test_start_again_is_idempotent_and_quick(slurm_cluster: SlurmCluster) -> Non
     }
     pids_before = {p.name: p.read_text() for p in run_dir.glob("*.pid")}
     t0 = time.monotonic()
-    proc = subprocess.run([str(LOCAL_SLURM), "start"], capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [str(LOCAL_SLURM), "start"], capture_output=True, text=True, timeout=120, env=env
+    )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ready" in proc.stdout
     assert elapsed < 15, f"warm start took {elapsed:.1f}s"
-    assert {p.name: p.read_text() for p in run_dir.glob("*.pid")} == pids_before, "daemons were restarted"
+    assert {p.name: p.read_text() for p in run_dir.glob("*.pid")} == pids_before, (
+        "daemons were restarted"
+    )
 
 
 def test_submitit_runs_python_function(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
@@ -110,6 +116,8 @@ def test_submitit_runs_python_function(slurm_cluster: SlurmCluster, tmp_path: Pa
     while not job.done():  # job.result() alone would wait forever on a stuck job
         if time.monotonic() > deadline:
             job.cancel()
-            pytest.fail(f"submitit job {job.job_id} not done after {JOB_TIMEOUT_S}s (state {job.state})")
+            pytest.fail(
+                f"submitit job {job.job_id} not done after {JOB_TIMEOUT_S}s (state {job.state})"
+            )
         time.sleep(0.2)
     assert job.result() == (42, job.job_id)

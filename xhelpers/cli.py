@@ -46,13 +46,14 @@ def _experiments_epilog(group: ParametrizedExperiments) -> str:
     for name in names:
         top = name.split("/", 1)[0] + ("/" if "/" in name else "")
         folders[top] = folders.get(top, 0) + 1
-    lines = [f"  {top}  ({count})" if top.endswith("/") else f"  {top}"
-             for top, count in list(folders.items())[:_HELP_LISTED]]
+    lines = [
+        f"  {top}  ({count})" if top.endswith("/") else f"  {top}"
+        for top, count in list(folders.items())[:_HELP_LISTED]
+    ]
     more = len(folders) - _HELP_LISTED
     if more > 0:
         lines.append(f"  ... and {more} more")
-    return (f"Experiments ({len(names)}; -l lists them with their status):\n\n"
-            + "\n".join(lines))
+    return f"Experiments ({len(names)}; -l lists them with their status):\n\n" + "\n".join(lines)
 
 
 class _GroupCommand(click.Command):
@@ -65,7 +66,8 @@ class _GroupCommand(click.Command):
         formatter.write_paragraph()
         for line in _experiments_epilog(self.xh_group).splitlines():
             formatter.write_text(line) if not line.startswith("  ") else formatter.write(
-                line + "\n")
+                line + "\n"
+            )
 
 
 def _group_command(group: ParametrizedExperiments) -> click.Command:
@@ -73,25 +75,51 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
     doc = group.description or f"Run experiments of the group '{group.name}'."
     params: list[click.Parameter] = [
         click.Argument(["patterns"], nargs=-1),
-        click.Option(["-j", "--jobs"], type=click.IntRange(min=1),
-                     help="Experiments at once (default: config.jobs, 1 = in this process)."),
-        click.Option(["-w", "--workers"], type=click.IntRange(min=1),
-                     help="Sets config.workers: processes each experiment may use."),
-        click.Option(["-v", "--verbose"], count=True,
-                     help="-v: info on the console, -vv: debug (default: warnings)."),
-        click.Option(["--force"], is_flag=True,
-                     help="Rerun the selected experiments from an empty folder."),
-        click.Option(["--config", "config_file"], metavar="FILE[:CLASS]",
-                     help="Machine config instead of ./config.py (class default: Config)."),
-        click.Option(["-l", "--list", "list_only"], is_flag=True,
-                     help="List the selected experiments and their status; run nothing."),
-        click.Option(["--pdb", "post_mortem"], is_flag=True,
-                     help="With -j1: open pdb where an experiment fails."),
+        click.Option(
+            ["-j", "--jobs"],
+            type=click.IntRange(min=1),
+            help="Experiments at once (default: config.jobs, 1 = in this process).",
+        ),
+        click.Option(
+            ["-w", "--workers"],
+            type=click.IntRange(min=1),
+            help="Sets config.workers: processes each experiment may use.",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            help="-v: info on the console, -vv: debug (default: warnings).",
+        ),
+        click.Option(
+            ["--force"], is_flag=True, help="Rerun the selected experiments from an empty folder."
+        ),
+        click.Option(
+            ["--config", "config_file"],
+            metavar="FILE[:CLASS]",
+            help="Machine config instead of ./config.py (class default: Config).",
+        ),
+        click.Option(
+            ["-l", "--list", "list_only"],
+            is_flag=True,
+            help="List the selected experiments and their status; run nothing.",
+        ),
+        click.Option(
+            ["--pdb", "post_mortem"],
+            is_flag=True,
+            help="With -j1: open pdb where an experiment fails.",
+        ),
     ]
 
-    def callback(patterns: tuple[str, ...], jobs: int | None, workers: int | None,
-                 verbose: int, force: bool, config_file: str | None, list_only: bool,
-                 post_mortem: bool) -> None:
+    def callback(
+        patterns: tuple[str, ...],
+        jobs: int | None,
+        workers: int | None,
+        verbose: int,
+        force: bool,
+        config_file: str | None,
+        list_only: bool,
+        post_mortem: bool,
+    ) -> None:
         ctx = click.get_current_context()
         try:
             if list_only:
@@ -101,16 +129,25 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
                 click.echo(format_status(rows))
                 return
             summary = group(
-                *patterns, jobs=jobs, workers=workers, force=force, config_file=config_file,
+                *patterns,
+                jobs=jobs,
+                workers=workers,
+                force=force,
+                config_file=config_file,
                 loglevel=level_for_verbosity(verbose) if verbose else None,
-                post_mortem=post_mortem, console=True,
+                post_mortem=post_mortem,
+                console=True,
             )
         except XHelpersError as exc:
             raise _fail(exc) from None
         ctx.exit(summary.exit_code)
 
     return _GroupCommand(
-        group, name=group.name, params=params, callback=callback, help=doc,
+        group,
+        name=group.name,
+        params=params,
+        callback=callback,
+        help=doc,
         short_help=f"{count} experiment{'s' if count != 1 else ''}",
         context_settings={"max_content_width": 100},
     )

@@ -83,7 +83,9 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     slurm_cpus_per_task: int = Field(1, ge=1, description="CPUs per experiment on SLURM.")
     slurm_gpus_per_node: int = Field(0, ge=0, description="GPUs per experiment on SLURM.")
     slurm_mem_gb: float | None = Field(
-        None, gt=0, description="Memory per experiment on SLURM, in GB (None: the cluster's default)."
+        None,
+        gt=0,
+        description="Memory per experiment on SLURM, in GB (None: the cluster's default).",
     )
     slurm_array_parallelism: int = Field(
         256, ge=1, description="Tasks of one SLURM job array running at once (the %N throttle)."
@@ -201,7 +203,9 @@ def _class_body_values(klass: type, where: str) -> dict[str, Any]:
     return {
         k: v
         for k, v in vars(klass).items()
-        if not k.startswith("_") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))
+        if not k.startswith("_")
+        and not callable(v)
+        and not isinstance(v, (classmethod, staticmethod, property))
     }
 
 
@@ -234,7 +238,11 @@ def load_machine_values(spec: str | None) -> tuple[dict[str, Any], str | None]:
         ) from None
     klass = getattr(module, class_name, None)
     if not isinstance(klass, type):
-        found = sorted(k for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == module_name)
+        found = sorted(
+            k
+            for k, v in vars(module).items()
+            if isinstance(v, type) and v.__module__ == module_name
+        )
         raise ConfigError(
             f"config file {path!r} has no class {class_name!r}"
             + (f"; classes there: {', '.join(found)}" if found else "")
@@ -258,7 +266,7 @@ def _error_line(exc: BaseException, path: str) -> str:
 def resolve_config(
     configcls: type[_ConfigT],
     *,
-    config_file: str | None | Literal[False] = None,
+    config_file: str | Literal[False] | None = None,
     config: BaseConfig | Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> _ConfigT:

@@ -111,7 +111,7 @@ def _now() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _accepts_config(func: Callable[..., Any]) -> bool:
     try:
         params = inspect.signature(func).parameters
@@ -129,8 +129,11 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _canonical(v) for k, v in sorted(value.items())}
     if isinstance(value, functools.partial):
-        return {"partial": _qualname(value.func), "args": _canonical(value.args),
-                "kwargs": _canonical(value.keywords)}
+        return {
+            "partial": _qualname(value.func),
+            "args": _canonical(value.args),
+            "kwargs": _canonical(value.keywords),
+        }
     if callable(value) and hasattr(value, "__qualname__"):
         return {"callable": _qualname(value)}
     return {"repr": repr(value)}
@@ -144,14 +147,18 @@ def _qualname(func: Any) -> str:
     return f"{module}.{name}"
 
 
-def describe(fn: Callable[..., Any], base_config: BaseConfig) -> tuple[str, bool, BaseConfig | None]:
+def describe(
+    fn: Callable[..., Any], base_config: BaseConfig
+) -> tuple[str, bool, BaseConfig | None]:
     """Describe an experiment in the main process.
 
     Returns the JSON members (function, bound arguments, fingerprint), whether it
     takes ``config=``, and its own config when its partial binds a ``config`` dict
     (which then updates the run's config for this experiment alone).
     """
-    func, args, kwargs = fn, (), {}
+    func: Any = fn
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
     if isinstance(fn, functools.partial):
         func, args, kwargs = fn.func, fn.args, dict(fn.keywords)
     own_config = None
@@ -159,8 +166,11 @@ def describe(fn: Callable[..., Any], base_config: BaseConfig) -> tuple[str, bool
         bound = kwargs["config"]
         if isinstance(bound, (dict, BaseConfig)):
             own_config = type(base_config).with_updates(base_config, _as_dict(bound))
-    identity = {"function": _qualname(func), "args": _canonical(list(args)),
-                "kwargs": _canonical(kwargs)}
+    identity = {
+        "function": _qualname(func),
+        "args": _canonical(list(args)),
+        "kwargs": _canonical(kwargs),
+    }
     fingerprint = hashlib.sha256(
         json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()[:16]
@@ -194,8 +204,11 @@ def _error_members(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, SystemExit):
         code = exc.code
         message = f"sys.exit({code!r})"
-        error: dict[str, Any] = {"type": "SystemExit", "message": message, "exit_code": code
-                                 if isinstance(code, (int, type(None))) else str(code)}
+        error: dict[str, Any] = {
+            "type": "SystemExit",
+            "message": message,
+            "exit_code": code if isinstance(code, (int, type(None))) else str(code),
+        }
     else:
         message = str(exc)
         error = {"type": _qualname(type(exc)).removeprefix("builtins."), "message": message}
@@ -211,7 +224,9 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
     folder = task.folder
     existed = results.ensure_folder(folder)
     lock = results.ExperimentLock(folder)
-    if not lock.acquire() and (ctx.job_id is None or not _wait_for_submitter(lock, folder, ctx.job_id)):
+    if not lock.acquire() and (
+        ctx.job_id is None or not _wait_for_submitter(lock, folder, ctx.job_id)
+    ):
         return TaskResult(task.name, BUSY)
     try:
         runs = 1
@@ -270,16 +285,22 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
                     returned = f', "returned_type": {json.dumps(type(value).__qualname__)}'
         except KeyboardInterrupt as exc:
             status, interrupted = results.INTERRUPTED, exc
-            error_json, error_line = json.dumps({"type": "KeyboardInterrupt",
-                                                 "message": "interrupted"}), "interrupted"
+            error_json, error_line = (
+                json.dumps({"type": "KeyboardInterrupt", "message": "interrupted"}),
+                "interrupted",
+            )
         except _requeue_exit() as exc:  # SLURM hook (see expect_requeue); matches nothing locally
             status, interrupted = results.SUBMITTED, exc
             returned = f', "requeued": "{_now()}"'
             logger.warning("requeued by SLURM: this run stops here and resumes later")
-        except BaseException as exc:  # noqa: BLE001 - every failure is recorded, none escapes
+        except BaseException as exc:
             status = results.FAILED
             error_json, error_line = _error_members(exc)
-            logger.error("failed: %s", error_line, exc_info=(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None))
+            logger.error(
+                "failed: %s",
+                error_line,
+                exc_info=(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None),
+            )
             if ctx.post_mortem and sys.stdin.isatty():
                 import pdb
 
@@ -336,8 +357,10 @@ def _wait_for_submitter(lock: results.ExperimentLock, folder: str, job_id: str) 
     while time.monotonic() < deadline:
         if results.read_status(folder) == results.RUNNING:
             meta = results.read_metafile(folder)
-            if meta is not None and meta.get("status") == results.RUNNING and (
-                meta.get("slurm_job_id") != job_id
+            if (
+                meta is not None
+                and meta.get("status") == results.RUNNING
+                and (meta.get("slurm_job_id") != job_id)
             ):
                 return False
         time.sleep(delay)
@@ -399,7 +422,12 @@ def lost_error(exitcode: int | None, why: str | None = None) -> tuple[str, dict[
 
 
 def record_lost(
-    task: Task, ctx: RunContext, pid: int | None, message: str, error: dict[str, Any], status: str,
+    task: Task,
+    ctx: RunContext,
+    pid: int | None,
+    message: str,
+    error: dict[str, Any],
+    status: str,
     job_id: str | None = None,
 ) -> bool:
     """Record an experiment whose process died under it; True if the metafile was written.

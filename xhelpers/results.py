@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "is_locked",
     "read_metafile",
     "read_status",
+    "read_statuses",
     "write_metafile",
 ]
 
@@ -71,23 +72,45 @@ def ensure_folder(folder: str) -> bool:
 
 def read_status(folder: str) -> str | None:
     """The status in the folder's metafile, or None when there is none (never run)."""
+    return read_statuses(folder, [""])[0]
+
+
+def read_statuses(base: str, names: Sequence[str]) -> list[str | None]:
+    """``read_status`` of ``base/name`` for many names at once.
+
+    Opening relative to a descriptor of ``base`` spares the kernel walking the same
+    leading path 100,000 times.
+    """
+    statuses: list[str | None] = []
+    append = statuses.append
     try:
-        fd = os.open(os.path.join(folder, METAFILE), os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
-        return None
+        base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return [None] * len(names)
+    suffix = "/" + METAFILE
     try:
-        head = os.read(fd, 48)
+        for name in names:
+            try:
+                fd = os.open(name + suffix if name else METAFILE, os.O_RDONLY, dir_fd=base_fd)
+            except (FileNotFoundError, NotADirectoryError):
+                append(None)
+                continue
+            try:
+                head = os.read(fd, 48)
+            finally:
+                os.close(fd)
+            if head.startswith(_HEAD):
+                end = head.find(b'"', _HEAD_LEN)
+                if end > 0:
+                    append(head[_HEAD_LEN:end].decode())
+                    continue
+            # hand-edited or unusual formatting: parse it properly
+            data = read_metafile(os.path.join(base, name))
+            status = data.get("status") if data else None
+            append(status if isinstance(status, str) else None)
     finally:
-        os.close(fd)
-    if head.startswith(_HEAD):
-        end = head.find(b'"', _HEAD_LEN)
-        if end > 0:
-            return head[_HEAD_LEN:end].decode()
-    data = read_metafile(folder)  # hand-edited or unusual formatting: parse it properly
-    status = data.get("status") if data else None
-    return status if isinstance(status, str) else None
+        os.close(base_fd)
+    return statuses
 
 
 def read_metafile(folder: str) -> dict[str, Any] | None:
@@ -106,7 +129,7 @@ def encode_metafile(status: str, body: str) -> str:
 
 
 def write_metafile(folder: str, data: str | Mapping[str, Any]) -> None:
-    """Replace the folder's metafile atomically with ``data`` (text from encode_metafile, or a dict)."""
+    """Replace the metafile atomically with ``data`` (encode_metafile text, or a dict)."""
     if not isinstance(data, str):
         rest = {k: v for k, v in data.items() if k != "status"}
         data = encode_metafile(str(data["status"]), json.dumps(rest, default=repr)[1:-1])

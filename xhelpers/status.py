@@ -19,8 +19,14 @@ __all__ = ["STATUS_ORDER", "StatusRow", "collect_status", "format_counts", "form
 # "done", no metafile is "pending", and "running" with a free lock (its runner died)
 # is "interrupted".
 DONE, PENDING = "done", "pending"
-STATUS_ORDER = (DONE, results.FAILED, results.INTERRUPTED, results.RUNNING, results.SUBMITTED,
-                PENDING)
+STATUS_ORDER = (
+    DONE,
+    results.FAILED,
+    results.INTERRUPTED,
+    results.RUNNING,
+    results.SUBMITTED,
+    PENDING,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,7 @@ def collect_status(
     patterns: Sequence[str] = (),
     *,
     config: BaseConfig | Mapping[str, Any] | None = None,
-    config_file: str | None | Literal[False] = None,
+    config_file: str | Literal[False] | None = None,
 ) -> list[StatusRow]:
     names = group.select(*patterns)
     resolved = resolve_config(group.configcls, config_file=config_file, config=config)
@@ -70,11 +76,17 @@ def format_status(rows: Sequence[StatusRow]) -> str:
     from tabulate import tabulate
 
     table = [
-        (r.name, r.status, "" if r.duration is None else f"{r.duration:.2f}s",
-         (r.ended or "")[:19].replace("T", " "), r.where or "", r.error or "")
+        (
+            r.name,
+            r.status,
+            "" if r.duration is None else f"{r.duration:.2f}s",
+            (r.ended or "")[:19].replace("T", " "),
+            r.where or "",
+            r.error or "",
+        )
         for r in rows
     ]
-    text = tabulate(table, headers=["name", "status", "duration", "finished", "where", "error"])
+    text: str = tabulate(table, headers=["name", "status", "duration", "finished", "where", "error"])
     return text + "\n\n" + format_counts(rows)
 
 

@@ -11,14 +11,13 @@ from collections.abc import Mapping as _Mapping
 from typing import *  # noqa: F403 - re-exported on purpose
 from typing import Any as _Any
 from typing import TypeAlias as _TypeAlias
-from typing import Union as _Union
 
 from .config import BaseConfig
 
-PathLike: _TypeAlias = _Union[str, _os.PathLike[str]]
+PathLike: _TypeAlias = str | _os.PathLike[str]
 """A path as str or ``os.PathLike`` (``pathlib.Path``)."""
 
-ConfigLike: _TypeAlias = _Union[BaseConfig, _Mapping[str, _Any], None]
+ConfigLike: _TypeAlias = BaseConfig | _Mapping[str, _Any] | None
 """What ``with_updates`` and ``config=`` accept: a config instance, a dict, or None."""
 
 Experiment: _TypeAlias = _Callable[..., _Any]

@@ -13,6 +13,7 @@ __all__ = ["Backend", "Finished", "Lost", "Report", "backend_names", "get_backen
 # submitit, which costs ~90 ms to import.
 _REGISTRY: dict[str, str] = {
     "local": "xhelpers.backends.local:LocalBackend",
+    "slurm": "xhelpers.backends.slurm:SlurmBackend",
 }
 
 

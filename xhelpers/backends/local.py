@@ -51,7 +51,11 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(
-        self, ctx: RunContext, *, jobs: int = 1, start_method: str | None = None,
+        self,
+        ctx: RunContext,
+        *,
+        jobs: int = 1,
+        start_method: str | None = None,
         console_level: int = logging.WARNING,
     ) -> None:
         super().__init__(ctx, jobs=jobs)
@@ -93,9 +97,11 @@ class LocalBackend(Backend):
     # -- in worker processes --------------------------------------------------------------
     def _spawn(self) -> _Worker:
         here, there = self._mp.Pipe()
-        proc = self._mp.Process(
-            target=_worker_main, args=(there, self.ctx, self._console_level),
-            name="xhelpers-worker", daemon=False,
+        proc = self._mp.Process(  # type: ignore[attr-defined]
+            target=_worker_main,
+            args=(there, self.ctx, self._console_level),
+            name="xhelpers-worker",
+            daemon=False,
         )
         proc.start()
         there.close()

@@ -1,0 +1,74 @@
+"""Deciding that nothing is left to run, with 100,000 finished experiments.
+
+Times a full run call (select, resolve config, read every status, summarize) on a
+group whose experiments are all done, against checking the 100,000 metafiles with
+``os.path.exists`` in a plain loop. Goal: ratio <= 3. Folders go to tmpfs.
+
+    python benchmarks/skip_scan.py [--n 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from functools import partial
+
+import xhelpers as xh
+from xhelpers.results import METAFILE, encode_metafile
+
+
+def noop(i: int) -> None:
+    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    root = tempfile.mkdtemp(
+        prefix="xh-scan-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
+    try:
+        names = [f"sweep/a={i % 100}/b={i // 100}" for i in range(args.n)]
+        text = encode_metafile("success", '"group": "scan", "duration": 0.1').encode()
+        for name in names:
+            folder = os.path.join(root, "scan", name)
+            os.makedirs(folder)
+            with open(os.path.join(folder, METAFILE), "wb") as f:
+                f.write(text)
+        group = xh.ParametrizedExperiments(
+            "scan", {n: partial(noop, i) for i, n in enumerate(names)}
+        )
+        ratios = []
+        for r in range(args.repeat):
+            start = time.perf_counter()
+            base = os.path.join(root, "scan")
+            found = 0
+            for name in names:
+                found += os.path.exists(os.path.join(base, name, METAFILE))
+            t_base = time.perf_counter() - start
+            assert found == args.n
+            start = time.perf_counter()
+            summary = group(config={"output_directory": root}, config_file=False, quiet=True)
+            t_xh = time.perf_counter() - start
+            assert summary.counts()["skipped"] == args.n, summary.counts()
+            ratios.append(t_xh / t_base)
+            print(
+                f"run {r}: os.path.exists loop {t_base:.3f}s, xhelpers decides in {t_xh:.3f}s, "
+                f"ratio {t_xh / t_base:.2f}"
+            )
+    finally:
+        shutil.rmtree(root)
+    median = sorted(ratios)[len(ratios) // 2]
+    print(
+        f"skip_scan: ratio {median:.2f} (median of {args.repeat}; goal <= 3) "
+        f"{'OK' if median <= 3 else 'OVER GOAL'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
