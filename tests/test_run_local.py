@@ -252,3 +252,39 @@ def test_spawn_and_fork_give_the_same_result(tmp_path: Path, start_method: str) 
     assert data["pid"] != os.getpid()
     assert data["fingerprint"] and data["arguments"]["kwargs"] == {"param": "42"}
     assert (tmp_path / "results/main/experiment_42/result.txt").read_text() == "42"
+
+
+def test_worker_logs_reach_console_and_file_under_every_start_method(
+    tmp_path: Path, start_method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments import logs_levels
+
+    group = xh.ParametrizedExperiments(
+        "g", {"logs": logs_levels, "w": partial(write_param, param=3)}
+    )
+    summary = group(
+        jobs=2, loglevel="INFO", console=True, quiet=True, config={"start_method": start_method}
+    )
+    assert summary.exit_code == 0
+    err = capsys.readouterr().err
+    assert "[logs] INFO an info line" in err and "[w] INFO param=3" in err
+    assert "a debug line" not in err
+    log = (tmp_path / "results/g/logs/experiment.log").read_text()
+    assert "DEBUG experiments: a debug line" in log and "WARNING experiments: a warning" in log
+
+
+def test_typing_reexports() -> None:
+    from xhelpers.typing import Any, ConfigLike, Optional, PathLike
+
+    assert Any is not None and Optional is not None
+    assert PathLike is not None and ConfigLike is not None
+
+
+def test_summary_entries_hold_name_status_folder_duration_error(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("g", {"bad": raises, "ok": no_config})
+    summary = group(quiet=True)
+    ok, bad = summary["ok"], summary["bad"]
+    assert (ok.name, ok.status, ok.error) == ("ok", "success", None)
+    assert ok.duration is not None and ok.duration >= 0
+    assert bad.folder == str(tmp_path / "results/g/bad") and bad.error
+    assert summary.counts()["failed"] == 1 and len(summary) == 2
