@@ -86,7 +86,9 @@ def format_status(rows: Sequence[StatusRow]) -> str:
         )
         for r in rows
     ]
-    text: str = tabulate(table, headers=["name", "status", "duration", "finished", "where", "error"])
+    text: str = tabulate(
+        table, headers=["name", "status", "duration", "finished", "where", "error"]
+    )
     return text + "\n\n" + format_counts(rows)
 
 
