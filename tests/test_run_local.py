@@ -288,3 +288,24 @@ def test_summary_entries_hold_name_status_folder_duration_error(tmp_path: Path) 
     assert ok.duration is not None and ok.duration >= 0
     assert bad.folder == str(tmp_path / "results/g/bad") and bad.error
     assert summary.counts()["failed"] == 1 and len(summary) == 2
+
+
+def test_recheck_under_lock_even_when_this_runner_made_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runner B makes the folder, runner A runs the experiment in it and finishes before
+    B gets the lock: B must see A's success and skip, not run it a second time."""
+    from xhelpers import results
+
+    real = results.ensure_folder
+
+    def made_then_finished_by_other_runner(folder: str) -> bool:
+        existed = real(folder)
+        results.write_metafile(folder, {"status": "success", "runs": 1})
+        return existed
+
+    monkeypatch.setattr(results, "ensure_folder", made_then_finished_by_other_runner)
+    group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x")})
+    summary = group(quiet=True)
+    assert summary["a"].status == "skipped"
+    assert not (tmp_path / "results/g/a/runs.txt").exists()

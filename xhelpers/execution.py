@@ -231,16 +231,18 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
     try:
         runs = 1
         resumed: list[str] = []
-        if existed:
-            previous = results.read_metafile(folder)
-            if previous is not None:
-                status = previous.get("status")
-                if status == results.DONE and not task.force:
-                    return TaskResult(task.name, SKIPPED)
-                if status == results.SUBMITTED:  # SLURM marker: its "runs" are the runs so far
-                    runs = int(previous.get("runs") or 0) + 1
-                else:
-                    runs = int(previous.get("runs") or 1) + 1
+        # Checked under the lock whoever made the folder: another runner may have
+        # created it and finished the experiment since we planned.
+        previous = results.read_metafile(folder)
+        if previous is not None:
+            status = previous.get("status")
+            if status == results.DONE and not task.force:
+                return TaskResult(task.name, SKIPPED)
+            if status == results.SUBMITTED:  # SLURM marker: its "runs" are the runs so far
+                runs = int(previous.get("runs") or 0) + 1
+            else:
+                runs = int(previous.get("runs") or 1) + 1
+        if existed or previous is not None:
             if task.force:
                 results.empty_folder(folder)
             else:
