@@ -106,3 +106,22 @@ def logs_levels() -> None:
     log.debug("a debug line")
     log.info("an info line")
     log.warning("a warning line")
+
+
+def writes_result(*, lr: float, seed: int) -> None:
+    """Writes result.json with a field named like a parameter (seed)."""
+    Path("result.json").write_text(json.dumps({"loss": lr * 10 + seed, "seed": seed * 100}))
+
+
+def returns_result(*, lr: float) -> dict[str, Any]:
+    return {"loss": lr, "nested": {"a": 1}}
+
+
+def changed_function(*, lr: float) -> None:
+    """Stands in for a definition that changed (another function under the same name)."""
+    Path("result.txt").write_text(str(lr))
+
+
+def chatty(*, n: int = 20) -> None:
+    for i in range(n):
+        log.warning("line %d", i)

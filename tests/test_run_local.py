@@ -309,3 +309,43 @@ def test_recheck_under_lock_even_when_this_runner_made_the_folder(
     summary = group(quiet=True)
     assert summary["a"].status == "skipped"
     assert not (tmp_path / "results/g/a/runs.txt").exists()
+
+
+def test_short_experiments_never_wait_behind_a_long_one(tmp_path: Path) -> None:
+    """With -j2 and one experiment that blocks, all others finish on the other worker."""
+    import subprocess
+    import sys
+
+    from conftest import write_run_py
+
+    write_run_py(
+        tmp_path,
+        """
+names = {"gate": partial(ex.wait_for_file, started="started", release="../../../release")}
+names.update({f"x{i}": partial(ex.no_config, value=i) for i in range(60)})
+g = xh.ParametrizedExperiments("g", names)
+""",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "g", "-j2"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        from conftest import wait_until
+
+        def all_short_done() -> bool:
+            return all(
+                xh.results.read_status(str(tmp_path / f"results/g/x{i}")) == "success"
+                for i in range(60)
+            )
+
+        wait_until(all_short_done, timeout=60, what="the short experiments")
+        assert xh.results.read_status(str(tmp_path / "results/g/gate")) == "running"
+    finally:
+        (tmp_path / "release").write_text("")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "61 succeeded" in out

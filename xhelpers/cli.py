@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from . import framework
 from .errors import BackendError, XHelpersError
 from .framework import ParametrizedExperiments
 from .logs import level_for_verbosity
+from .status import FORMATS
 
 __all__ = ["UsageError", "build_cli", "experiment_cli"]
 
@@ -70,11 +72,26 @@ class _GroupCommand(click.Command):
             )
 
 
-def _group_command(group: ParametrizedExperiments) -> click.Command:
-    count = len(group.experiments)
-    doc = group.description or f"Run experiments of the group '{group.name}'."
-    params: list[click.Parameter] = [
-        click.Argument(["patterns"], nargs=-1),
+def _complete_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Experiment names for the shell, one folder level at a time (names can be many)."""
+    command = ctx.command
+    group = getattr(command, "xh_group", None)
+    if group is None:
+        return []
+    seen: dict[str, None] = {}
+    depth = incomplete.count("/")
+    for name in group.experiments:
+        if name.startswith(incomplete):
+            parts = name.split("/")
+            seen[name if len(parts) <= depth + 1 else "/".join(parts[: depth + 1]) + "/"] = None
+    return [CompletionItem(n, type="plain") for n in seen]
+
+
+def _options() -> list[click.Parameter]:
+    return [
+        click.Argument(["patterns"], nargs=-1, shell_complete=_complete_names),
         click.Option(
             ["-j", "--jobs"],
             type=click.IntRange(min=1),
@@ -94,6 +111,16 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
             ["--force"], is_flag=True, help="Rerun the selected experiments from an empty folder."
         ),
         click.Option(
+            ["--rerun-stale"],
+            is_flag=True,
+            help="Also rerun results whose experiment definition changed.",
+        ),
+        click.Option(
+            ["--retry-failed"],
+            is_flag=True,
+            help="Run only the selected experiments that failed or were interrupted.",
+        ),
+        click.Option(
             ["--config", "config_file"],
             metavar="FILE[:CLASS]",
             help="Machine config instead of ./config.py (class default: Config).",
@@ -104,48 +131,96 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
             help="List the selected experiments and their status; run nothing.",
         ),
         click.Option(
+            ["--results", "show_results"],
+            is_flag=True,
+            help="Print parameters and result fields of the selected experiments.",
+        ),
+        click.Option(
+            ["--failed", "show_failed"],
+            is_flag=True,
+            help="Show failed experiments with the end of their logs.",
+        ),
+        click.Option(
+            ["--format", "fmt"],
+            type=click.Choice(FORMATS),
+            default="table",
+            show_default=True,
+            help="Output of -l and --results.",
+        ),
+        click.Option(
+            ["--progress/--no-progress"],
+            default=None,
+            help="Progress line (default: when stderr is a terminal).",
+        ),
+        click.Option(
             ["--pdb", "post_mortem"],
             is_flag=True,
             help="With -j1: open pdb where an experiment fails.",
         ),
+        click.Option(["--no-slack"], is_flag=True, help="Post nothing to Slack for this run."),
     ]
 
-    def callback(
-        patterns: tuple[str, ...],
-        jobs: int | None,
-        workers: int | None,
-        verbose: int,
-        force: bool,
-        config_file: str | None,
-        list_only: bool,
-        post_mortem: bool,
-    ) -> None:
+
+def _show_only(
+    group: ParametrizedExperiments, patterns: tuple[str, ...], opts: dict[str, Any]
+) -> int | None:
+    """-l, --results, --failed: print and return an exit code; None when none is asked."""
+    from .status import failed_report, format_counts, format_rows, format_status
+
+    fmt, config_file = opts["fmt"], opts["config_file"]
+    if opts["list_only"]:
+        rows = group.status(*patterns, config_file=config_file)
+        counts = format_counts(r.status for r in rows)
+        if fmt == "table":
+            click.echo(format_status(rows) + "\n\n" + counts)
+        else:  # data only on stdout, for scripts
+            click.echo(format_status(rows, fmt))
+            click.echo(counts, err=True)
+        return 0
+    if opts["show_results"]:
+        table = group.results(*patterns, config_file=config_file)
+        click.echo(format_rows(table, fmt) if table else "(no experiments selected)")
+        return 0
+    if opts["show_failed"]:
+        text, _ = failed_report(group, patterns, config_file=config_file)
+        click.echo(text)
+        return 0
+    return None
+
+
+def _group_command(group: ParametrizedExperiments) -> click.Command:
+    count = len(group.experiments)
+    doc = group.description or f"Run experiments of the group '{group.name}'."
+
+    def callback(patterns: tuple[str, ...], **opts: Any) -> None:
         ctx = click.get_current_context()
         try:
-            if list_only:
-                from .status import format_status
-
-                rows = group.status(*patterns, config_file=config_file)
-                click.echo(format_status(rows))
-                return
-            summary = group(
-                *patterns,
-                jobs=jobs,
-                workers=workers,
-                force=force,
-                config_file=config_file,
-                loglevel=level_for_verbosity(verbose) if verbose else None,
-                post_mortem=post_mortem,
-                console=True,
-            )
+            code = _show_only(group, patterns, opts)
+            if code is None:
+                verbose = opts["verbose"]
+                summary = group(
+                    *patterns,
+                    jobs=opts["jobs"],
+                    workers=opts["workers"],
+                    force=opts["force"],
+                    rerun_stale=opts["rerun_stale"],
+                    retry_failed=opts["retry_failed"],
+                    config_file=opts["config_file"],
+                    loglevel=level_for_verbosity(verbose) if verbose else None,
+                    post_mortem=opts["post_mortem"],
+                    progress=opts["progress"],
+                    console=True,
+                    slack=not opts["no_slack"],
+                )
+                code = summary.exit_code
         except XHelpersError as exc:
             raise _fail(exc) from None
-        ctx.exit(summary.exit_code)
+        ctx.exit(code)
 
     return _GroupCommand(
         group,
         name=group.name,
-        params=params,
+        params=_options(),
         callback=callback,
         help=doc,
         short_help=f"{count} experiment{'s' if count != 1 else ''}",
@@ -181,7 +256,14 @@ def experiment_cli(args: Sequence[str] | None = None, *, standalone_mode: bool =
     """Start the CLI; call this from ``run.py`` after defining your groups."""
     cli = build_cli()
     main: Callable[..., Any] = cli.main
-    return main(args=args, prog_name=_prog_name(), standalone_mode=standalone_mode)
+    # A fixed variable: click derives one from the program name, and "run.py" would
+    # give "_RUN.PY_COMPLETE", which no shell can set.
+    return main(
+        args=args,
+        prog_name=_prog_name(),
+        standalone_mode=standalone_mode,
+        complete_var="_XHELPERS_COMPLETE",
+    )
 
 
 def _prog_name() -> str:

@@ -118,13 +118,22 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
         default_factory=lambda: ["*checkpoint*"],
         description="Patterns of files an experiment resumes from; listed in the metafile.",
     )
+    progress_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between progress lines when stderr is no terminal."
+    )
     start_method: Literal["fork", "forkserver", "spawn"] | None = Field(
         None, description="multiprocessing start method for -jN (None: Python's default)."
     )
     slacktoken: SecretStr | None = Field(None, description="Slack bot token (secret).")
     slackchannel: str | None = Field(None, description="Slack channel id.")
+    slack_base_url: str | None = Field(
+        None, description="Slack Web API base URL (None: https://slack.com/api/)."
+    )
+    slack_loglevel: str = Field(
+        "WARNING", description="Experiments' log records posted to Slack from this level up."
+    )
 
-    @field_validator("loglevel", mode="before")
+    @field_validator("loglevel", "slack_loglevel", mode="before")
     @classmethod
     def _normalize_level(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):

@@ -12,8 +12,8 @@ from .config import BaseConfig
 from .errors import ExperimentDefinitionError, PatternError
 
 if TYPE_CHECKING:
-    from .runner import RunSummary
     from .status import StatusRow
+    from .summary import RunSummary
 
 __all__ = ["ParametrizedExperiments", "get_group", "groups", "unregister"]
 
@@ -172,6 +172,12 @@ class ParametrizedExperiments:
         from .status import collect_status
 
         return collect_status(self, patterns, **options)
+
+    def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:
+        """One dict per selected experiment: name, status, parameters, result fields."""
+        from .status import collect_results
+
+        return collect_results(self, patterns, **options)
 
 
 def groups() -> dict[str, ParametrizedExperiments]:

@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "EXPERIMENT_LOG",
@@ -21,6 +21,7 @@ __all__ = [
     "emit_forwarded",
     "experiment_logging",
     "level_for_verbosity",
+    "set_status_line",
 ]
 
 EXPERIMENT_LOG = "experiment.log"
@@ -28,6 +29,20 @@ _FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # The experiment running in this process; the console prefixes records with it.
 _current: str | None = None
+
+
+class StatusLine(Protocol):
+    def clear(self) -> None: ...
+    def redraw(self) -> None: ...
+
+
+# A progress line on the terminal below the log; records are printed above it.
+_status_line: StatusLine | None = None
+
+
+def set_status_line(line: StatusLine | None) -> None:
+    global _status_line
+    _status_line = line
 
 
 def level_for_verbosity(verbose: int, default: str = "WARNING") -> str:
@@ -60,6 +75,15 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = _status_line
+        if line is None:
+            super().emit(record)
+            return
+        line.clear()
+        super().emit(record)
+        line.redraw()
 
 
 @contextmanager
@@ -96,13 +120,15 @@ def experiment_logging(name: str, folder: str, logger_name: str = "") -> Iterato
     handler.setLevel(logging.DEBUG)
     old_level, old_current = logger.level, _current
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    if old_level != logging.DEBUG:  # setLevel clears every logger's cache: skip if we can
+        logger.setLevel(logging.DEBUG)
     _current = name
     try:
         yield
     finally:
         _current = old_current
-        logger.setLevel(old_level)
+        if old_level != logging.DEBUG:
+            logger.setLevel(old_level)
         logger.removeHandler(handler)
         handler.close()
 

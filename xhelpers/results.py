@@ -31,7 +31,9 @@ __all__ = [
     "encode_metafile",
     "ensure_folder",
     "experiment_folder",
+    "has_metafile",
     "is_locked",
+    "read_heads",
     "read_metafile",
     "read_status",
     "read_statuses",
@@ -48,10 +50,13 @@ FAILED = "failed"
 INTERRUPTED = "interrupted"
 SUBMITTED = "submitted"
 
-# The metafile always starts with its status, so "is it done?" reads a few bytes
-# instead of parsing JSON: this keeps scanning 100,000 finished experiments cheap.
+# The metafile always starts with its status and the experiment's fingerprint, so "is
+# it done, and still current?" reads a few bytes instead of parsing JSON: this keeps
+# scanning 100,000 finished experiments cheap.
 _HEAD = b'{"status": "'
 _HEAD_LEN = len(_HEAD)
+_FP = b'", "fingerprint": "'
+_FP_LEN = len(_FP)
 
 
 def experiment_folder(output_directory: str | os.PathLike[str], group: str, name: str) -> str:
@@ -72,45 +77,65 @@ def ensure_folder(folder: str) -> bool:
 
 def read_status(folder: str) -> str | None:
     """The status in the folder's metafile, or None when there is none (never run)."""
-    return read_statuses(folder, [""])[0]
+    return read_heads(folder, [""])[0][0]
 
 
 def read_statuses(base: str, names: Sequence[str]) -> list[str | None]:
-    """``read_status`` of ``base/name`` for many names at once.
+    """``read_status`` of ``base/name`` for many names at once."""
+    return [status for status, _ in read_heads(base, names)]
 
-    Opening relative to a descriptor of ``base`` spares the kernel walking the same
-    leading path 100,000 times.
+
+def read_heads(base: str, names: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    """(status, fingerprint) of the metafiles of ``base/name`` for many names at once.
+
+    Both are the metafile's first two members, so a few bytes answer. Opening relative
+    to a descriptor of ``base`` spares the kernel walking the same leading path 100,000
+    times. (None, None) where there is no metafile.
     """
-    statuses: list[str | None] = []
-    append = statuses.append
+    heads: list[tuple[str | None, str | None]] = []
+    append = heads.append
+    nothing = (None, None)
     try:
         base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
     except (FileNotFoundError, NotADirectoryError):
-        return [None] * len(names)
+        return [nothing] * len(names)
     suffix = "/" + METAFILE
     try:
         for name in names:
             try:
                 fd = os.open(name + suffix if name else METAFILE, os.O_RDONLY, dir_fd=base_fd)
             except (FileNotFoundError, NotADirectoryError):
-                append(None)
+                append(nothing)
                 continue
             try:
-                head = os.read(fd, 48)
+                head = os.read(fd, 96)
             finally:
                 os.close(fd)
             if head.startswith(_HEAD):
                 end = head.find(b'"', _HEAD_LEN)
                 if end > 0:
-                    append(head[_HEAD_LEN:end].decode())
-                    continue
-            # hand-edited or unusual formatting: parse it properly
-            data = read_metafile(os.path.join(base, name))
-            status = data.get("status") if data else None
-            append(status if isinstance(status, str) else None)
+                    start = end + _FP_LEN
+                    if head[end:start] == _FP and head[start + 16 : start + 17] == b'"':
+                        append((head[_HEAD_LEN:end].decode(), head[start : start + 16].decode()))
+                        continue
+            # an older or hand-edited metafile: parse it properly
+            data = read_metafile(os.path.join(base, name)) or {}
+            status, fp = data.get("status"), data.get("fingerprint")
+            append(
+                (status if isinstance(status, str) else None, fp if isinstance(fp, str) else None)
+            )
     finally:
         os.close(base_fd)
-    return statuses
+    return heads
+
+
+def has_metafile(folder: str) -> bool:
+    """Whether the folder has a metafile; cheap when it has none (the common case)."""
+    try:
+        os.close(os.open(folder + "/" + METAFILE, os.O_RDONLY))
+    except OSError:
+        return False
+    return True
 
 
 def read_metafile(folder: str) -> dict[str, Any] | None:

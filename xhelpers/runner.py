@@ -11,105 +11,49 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import results
 from ._version import __version__
 from .backends import Finished, Report, get_backend
 from .config import BaseConfig, resolve_config
-from .execution import BUSY, SKIPPED, RunContext, Task, describe, lost_error, record_lost
+from .execution import RunContext, Task, describe, fingerprint, lost_error, record_lost
 from .logs import console_logging
+from .progress import Progress
+from .summary import (
+    BUSY,
+    NOT_STARTED,
+    SKIPPED,
+    STALE,
+    SUCCESS,
+    ExperimentOutcome,
+    RunSummary,
+)
 
 if TYPE_CHECKING:
     from .framework import ParametrizedExperiments
+    from .notify import SlackRun
 
-__all__ = ["ExperimentOutcome", "RunSummary", "run"]
+__all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "run"]
 
 logger = logging.getLogger(__name__)
 
-SUCCESS = "success"
-NOT_STARTED = "not started"
-_ORDER = (SUCCESS, SKIPPED, results.FAILED, results.INTERRUPTED, BUSY, NOT_STARTED)
-_WORDS = {
-    SUCCESS: "succeeded",
-    SKIPPED: "skipped",
-    results.FAILED: "failed",
-    results.INTERRUPTED: "interrupted",
-    BUSY: "running elsewhere",
-    NOT_STARTED: "not started",
-}
+_RETRYABLE = (results.FAILED, results.INTERRUPTED)
 
 
 @dataclass(frozen=True, slots=True)
-class ExperimentOutcome:
-    """How one selected experiment fared in a run."""
+class RunOptions:
+    """How to run, beyond the config: what the CLI's flags say."""
 
-    name: str
-    status: str  # success, skipped, failed, interrupted, running elsewhere, not started
-    folder: str
-    duration: float | None = None
-    error: str | None = None
-
-
-@dataclass
-class RunSummary:
-    """The outcome of a run: one entry per selected experiment, in selection order."""
-
-    group: str
-    outcomes: list[ExperimentOutcome] = field(default_factory=list)
-    duration: float = 0.0
-    interrupted: bool = False  # the run itself was stopped (Ctrl-C)
-
-    def __iter__(self) -> Iterator[ExperimentOutcome]:
-        return iter(self.outcomes)
-
-    def __len__(self) -> int:
-        return len(self.outcomes)
-
-    def __getitem__(self, name: str) -> ExperimentOutcome:
-        for outcome in self.outcomes:
-            if outcome.name == name:
-                return outcome
-        raise KeyError(name)
-
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(_ORDER, 0)
-        for outcome in self.outcomes:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        return counts
-
-    def with_status(self, status: str) -> list[ExperimentOutcome]:
-        return [o for o in self.outcomes if o.status == status]
-
-    @property
-    def exit_code(self) -> int:
-        """0: nothing failed; 1: something failed or was interrupted; 130: Ctrl-C."""
-        if self.interrupted:
-            return 130
-        counts = self.counts()
-        return 1 if counts[results.FAILED] or counts[results.INTERRUPTED] else 0
-
-    def __str__(self) -> str:
-        counts = self.counts()
-        parts = [f"{counts[s]} {_WORDS[s]}" for s in _ORDER[:4]]
-        parts += [f"{counts[s]} {_WORDS[s]}" for s in _ORDER[4:] if counts[s]]
-        lines = [
-            f"{self.group}: {', '.join(parts)} ({len(self)} selected, "
-            f"{self.duration:.1f}s)" + (" - stopped by Ctrl-C" if self.interrupted else "")
-        ]
-        for o in self.outcomes:
-            if o.status in (results.FAILED, results.INTERRUPTED):
-                lines.append(
-                    f"  {o.status:<11} {o.name}: {o.error or o.status}  ({_show(o.folder)})"
-                )
-        return "\n".join(lines)
-
-
-def _show(path: str) -> str:
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
+    force: bool = False  # rerun done experiments from an empty folder
+    rerun_stale: bool = False  # rerun results whose definition changed
+    retry_failed: bool = False  # run only failed and interrupted experiments
+    backend: str | None = None  # None: "slurm" when config.slurm, else "local"
+    post_mortem: bool = False  # pdb at a failure (-j1)
+    progress: bool | None = None  # None: when stderr is a terminal
 
 
 def _git_info(cwd: str) -> dict[str, Any] | None:
@@ -147,23 +91,46 @@ def _run_info(config: BaseConfig, backend: str, jobs: int) -> str:
 
 
 def plan(
-    names: Sequence[str], root: str, group: str, force: bool
-) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Split selected names into (name, folder) to run and {name: status} not to run."""
-    to_run: list[tuple[str, str]] = []
+    group: ParametrizedExperiments, names: Sequence[str], root: str, options: RunOptions
+) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
+    """Split selected names into what to run and {name: why not} for the rest.
+
+    What to run is (name, folder, fresh): fresh ones start from an empty folder (stale
+    results rerun on request: a changed definition must not resume old checkpoints).
+    """
+    to_run: list[tuple[str, str, bool]] = []
     skip: dict[str, str] = {}
+    experiments = group.experiments
     # Plain concatenation, not os.path.join: at 100,000 names the difference shows.
-    base = os.path.join(root, group) + os.sep
-    for name, status in zip(names, results.read_statuses(base, names), strict=True):
+    base = os.path.join(root, group.name) + os.sep
+    heads = results.read_heads(base, names)
+    for name, (status, fp) in zip(names, heads, strict=True):
         if status is None:
-            to_run.append((name, base + name))
-        elif status == results.DONE and not force:
-            skip[name] = SKIPPED
+            to_run.append((name, base + name, False))
+        elif status == results.DONE and not options.force:
+            if fp is not None and fp != fingerprint(experiments[name]):
+                if options.rerun_stale:
+                    to_run.append((name, base + name, True))
+                else:
+                    skip[name] = STALE
+            else:
+                skip[name] = SKIPPED
         elif status in (results.RUNNING, results.SUBMITTED) and results.is_locked(base + name):
             skip[name] = BUSY
         else:
-            to_run.append((name, base + name))
+            to_run.append((name, base + name, False))
     return to_run, skip
+
+
+def _failed_only(group: ParametrizedExperiments, names: list[str], root: str) -> list[str]:
+    base = os.path.join(root, group.name) + os.sep
+    keep = []
+    for name, (status, _) in zip(names, results.read_heads(base, names), strict=True):
+        if status in _RETRYABLE or (
+            status == results.RUNNING and not results.is_locked(base + name)
+        ):
+            keep.append(name)
+    return keep
 
 
 def run(
@@ -173,13 +140,17 @@ def run(
     jobs: int | None = None,
     workers: int | None = None,
     force: bool = False,
+    rerun_stale: bool = False,
+    retry_failed: bool = False,
     config: BaseConfig | Mapping[str, Any] | None = None,
     config_file: str | Literal[False] | None = None,
     loglevel: str | None = None,
-    backend: str = "local",
+    backend: str | None = None,
     post_mortem: bool = False,
+    progress: bool | None = None,
     quiet: bool = False,
     console: bool | None = None,
+    slack: bool = True,
 ) -> RunSummary:
     """Run the experiments of ``group`` matching ``patterns``; see the CLI for options.
 
@@ -194,86 +165,152 @@ def run(
         config=config,
         overrides={"jobs": jobs, "workers": workers, "loglevel": loglevel},
     )
+    options = RunOptions(
+        force, rerun_stale, retry_failed, backend, post_mortem, progress if not quiet else False
+    )
     with console_logging(resolved.loglevel, force=bool(console)):
-        summary = _run(group, names, resolved, force, backend, post_mortem)
+        notifier = _slack(resolved) if slack else None  # slack=False: nothing to Slack
+        with notifier or nullcontext():
+            summary = _run(group, names, resolved, options, notifier)
+            if notifier is not None:
+                notifier.finish(summary)
     if not quiet:
         print(summary, flush=True)
     return summary
+
+
+def _slack(config: BaseConfig) -> SlackRun | None:
+    """The run's Slack thread when a token is set; notify and slack_sdk load only then."""
+    if not (config.slacktoken or os.environ.get("XHELPERS_SLACK_TOKEN")):
+        return None
+    from .notify import open_run
+
+    return open_run(config)
 
 
 def _run(
     group: ParametrizedExperiments,
     names: list[str],
     config: BaseConfig,
-    force: bool,
-    backend_name: str,
-    post_mortem: bool,
+    options: RunOptions,
+    notifier: SlackRun | None = None,
 ) -> RunSummary:
     start = time.perf_counter()
     root = os.path.abspath(config.output_directory)
-    to_run, skip = plan(names, root, group.name, force)
+    if options.retry_failed:
+        names = _failed_only(group, names, root)
+        if not names:
+            logger.warning("nothing to retry: no selected experiment failed or was interrupted")
+    to_run, skip = plan(group, names, root, options)
     base = os.path.join(root, group.name) + os.sep
     done: dict[str, ExperimentOutcome] = {
         name: ExperimentOutcome(name, status, base + name) for name, status in skip.items()
     }
-    if skip:
-        logger.info("%d of %d selected experiments need no run", len(skip), len(names))
+    stale = [name for name, status in skip.items() if status == STALE]
+    if stale:
+        shown = ", ".join(stale[:10]) + (f" and {len(stale) - 10} more" if len(stale) > 10 else "")
+        logger.warning(
+            "%d stale experiment%s not rerun (their definition changed since their result): "
+            "%s; rerun with --rerun-stale (or --force)",
+            len(stale),
+            "s" if len(stale) > 1 else "",
+            shown,
+        )
+    if notifier is not None:
+        backend = options.backend or ("slurm" if config.slurm else "local")
+        notifier.start(
+            group.name,
+            selected=len(names),
+            to_run=len(to_run),
+            skipped=len(skip),
+            backend=backend,
+            jobs=config.jobs,
+        )
     interrupted = False
     if to_run:
-        backend_cls = get_backend(backend_name)
-        tasks = []
-        for name, folder in to_run:
-            fn = group.experiments[name]
-            description, pass_config, own = describe(fn, config)
-            tasks.append(Task(name, folder, fn, description, pass_config, own, force))
-        ctx = RunContext(
-            group.name,
-            config,
-            _run_info(config, backend_name, config.jobs),
-            capture_logger=config.logger,
-            post_mortem=post_mortem,
-        )
-        kwargs: dict[str, Any] = {"jobs": config.jobs}
-        if backend_name == "local":
-            kwargs.update(
-                start_method=config.start_method,
-                console_level=logging.getLevelName(config.loglevel),
-            )
-        backend = backend_cls(ctx, **kwargs)
-        try:
+        interrupted = _execute(group, to_run, config, options, done, notifier)
+    outcomes = [done[n] for n in names]
+    return RunSummary(group.name, outcomes, time.perf_counter() - start, interrupted)
+
+
+def _execute(
+    group: ParametrizedExperiments,
+    to_run: list[tuple[str, str, bool]],
+    config: BaseConfig,
+    options: RunOptions,
+    done: dict[str, ExperimentOutcome],
+    notifier: SlackRun | None = None,
+) -> bool:
+    """Run ``to_run`` on the backend; fill ``done``; True if stopped by Ctrl-C."""
+    backend_name = options.backend or ("slurm" if config.slurm else "local")
+    backend_cls = get_backend(backend_name)
+    tasks = []
+    for name, folder, fresh in to_run:
+        fn = group.experiments[name]
+        description, pass_config, own = describe(fn, config)
+        tasks.append(Task(name, folder, fn, description, pass_config, own, options.force or fresh))
+    ctx = RunContext(
+        group.name,
+        config,
+        _run_info(config, backend_name, config.jobs),
+        capture_logger=config.logger,
+        post_mortem=options.post_mortem,
+        # SLURM tasks post into the run's thread themselves: they need its id first.
+        slack_thread=notifier.thread() if notifier and backend_name != "local" else None,
+    )
+    backend = backend_cls(ctx, jobs=config.jobs)
+    show = options.progress
+    if show is None:
+        show = sys.stderr.isatty()
+    progress = Progress(group.name, len(tasks), config.jobs, interval=config.progress_interval_s)
+    if show:
+        backend.ticker = progress.tick
+        backend.tick_interval = min(backend.tick_interval, progress.interval)
+    interrupted = False
+    try:
+        with progress if show else _nothing():
             backend.start(tasks)
             while True:
                 try:
                     for report in backend.reports():
-                        _record(report, ctx, done)
+                        outcome = _record(report, ctx)
+                        done[outcome.name] = outcome
+                        if show:
+                            progress.update(outcome.status)
                     break
                 except KeyboardInterrupt:
                     interrupted = True
                     logger.warning("interrupted: stopping running experiments")
                     backend.interrupt()
-        finally:
-            backend.close()
-        for name, folder in to_run:
-            if name not in done:
-                done[name] = _from_disk(name, folder)
-    outcomes = [done[n] for n in names]
-    return RunSummary(group.name, outcomes, time.perf_counter() - start, interrupted)
+    finally:
+        backend.close()
+    for name, folder, _ in to_run:
+        if name not in done:
+            done[name] = _from_disk(name, folder)
+    return interrupted
 
 
-def _record(report: Report, ctx: RunContext, done: dict[str, ExperimentOutcome]) -> None:
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _record(report: Report, ctx: RunContext) -> ExperimentOutcome:
+    """The outcome of a report; a lost task's metafile is written here, by the core."""
     task = report.task
     if isinstance(report, Finished):
         r = report.result
-        done[task.name] = ExperimentOutcome(task.name, r.status, task.folder, r.duration, r.error)
-        return
+        return ExperimentOutcome(task.name, r.status, task.folder, r.duration, r.error)
     message, error = lost_error(report.exitcode, report.why)
     status = results.INTERRUPTED if report.why else results.FAILED
     if record_lost(task, ctx, report.pid, message, error, status):
         if status == results.FAILED:
             logger.error("[%s] %s", task.name, message)
-        done[task.name] = ExperimentOutcome(task.name, status, task.folder, None, message)
-    else:
-        done[task.name] = _from_disk(task.name, task.folder)
+        return ExperimentOutcome(task.name, status, task.folder, None, message)
+    return _from_disk(task.name, task.folder)
 
 
 def _from_disk(name: str, folder: str) -> ExperimentOutcome:

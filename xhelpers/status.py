@@ -1,32 +1,53 @@
-"""Where each experiment stands, read from metafiles alone (``-l``)."""
+"""Where each experiment stands and what it produced, read from metafiles alone.
+
+Backs ``-l`` (status table), ``--results`` (results table) and ``--failed``.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import results
 from .config import BaseConfig, resolve_config
+from .execution import fingerprint
+from .logs import EXPERIMENT_LOG
 
 if TYPE_CHECKING:
     from .framework import ParametrizedExperiments
 
-__all__ = ["STATUS_ORDER", "StatusRow", "collect_status", "format_counts", "format_status"]
+__all__ = [
+    "FORMATS",
+    "STATUS_ORDER",
+    "StatusRow",
+    "collect_results",
+    "collect_status",
+    "failed_report",
+    "format_counts",
+    "format_rows",
+    "format_status",
+]
 
 # Statuses as a researcher reads them: the metafile's words, except that a success is
-# "done", no metafile is "pending", and "running" with a free lock (its runner died)
-# is "interrupted".
-DONE, PENDING = "done", "pending"
+# "done" (or "stale" when the experiment's definition changed since), no metafile is
+# "pending", and "running" with a free lock (its runner died) is "interrupted".
+DONE, PENDING, STALE = "done", "pending", "stale"
 STATUS_ORDER = (
     DONE,
+    STALE,
     results.FAILED,
     results.INTERRUPTED,
     results.RUNNING,
     results.SUBMITTED,
     PENDING,
 )
+FORMATS = ("table", "csv", "json")
+Format = Literal["table", "csv", "json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,28 +56,47 @@ class StatusRow:
     status: str
     duration: float | None = None
     ended: str | None = None
-    where: str | None = None
-    error: str | None = None
+    where: str | None = None  # host, or SLURM job id
+    error: str | None = None  # last line of the error
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _row(name: str, folder: str) -> StatusRow:
-    status = results.read_status(folder)
-    if status is None:
+def _base(group: ParametrizedExperiments, config: BaseConfig) -> str:
+    return os.path.join(os.path.abspath(config.output_directory), group.name) + os.sep
+
+
+def _error_line(meta: Mapping[str, Any]) -> str | None:
+    error = meta.get("error")
+    if not isinstance(error, dict):
+        return None
+    lines = str(error.get("message", "")).strip().splitlines()
+    return f"{error.get('type', 'error')}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str) -> StatusRow:
+    if meta is None:
         return StatusRow(name, PENDING)
-    meta = results.read_metafile(folder) or {}
-    shown = DONE if status == results.DONE else status
-    if status == results.RUNNING and not results.is_locked(folder):
-        shown = results.INTERRUPTED
-    error = meta.get("error") or None
-    message = None
-    if isinstance(error, dict):
-        text = str(error.get("message", "")).strip().splitlines()
-        message = f"{error.get('type', 'error')}: {text[-1] if text else ''}"
+    status = str(meta.get("status"))
+    if status == results.DONE:
+        fp = meta.get("fingerprint")
+        status = STALE if fp is not None and fp != current_fp else DONE
+    elif status == results.RUNNING and not results.is_locked(folder):
+        status = results.INTERRUPTED
     where = meta.get("slurm_job_id") or meta.get("host")
-    return StatusRow(name, shown, meta.get("duration"), meta.get("ended"), where, message)
+    return StatusRow(
+        name,
+        status,
+        meta.get("duration"),
+        meta.get("ended"),
+        str(where) if where else None,
+        _error_line(meta),
+    )
+
+
+def _resolve(group: ParametrizedExperiments, config: Any, config_file: Any) -> BaseConfig:
+    return resolve_config(group.configcls, config_file=config_file, config=config)
 
 
 def collect_status(
@@ -66,34 +106,167 @@ def collect_status(
     config: BaseConfig | Mapping[str, Any] | None = None,
     config_file: str | Literal[False] | None = None,
 ) -> list[StatusRow]:
+    """One row per selected experiment, in selection order; runs nothing."""
     names = group.select(*patterns)
-    resolved = resolve_config(group.configcls, config_file=config_file, config=config)
-    base = os.path.join(os.path.abspath(resolved.output_directory), group.name)
-    return [_row(name, os.path.join(base, name)) for name in names]
-
-
-def format_status(rows: Sequence[StatusRow]) -> str:
-    from tabulate import tabulate
-
-    table = [
-        (
-            r.name,
-            r.status,
-            "" if r.duration is None else f"{r.duration:.2f}s",
-            (r.ended or "")[:19].replace("T", " "),
-            r.where or "",
-            r.error or "",
+    base = _base(group, _resolve(group, config, config_file))
+    experiments = group.experiments
+    rows = []
+    for name in names:
+        folder = base + name
+        rows.append(
+            _row(name, folder, results.read_metafile(folder), fingerprint(experiments[name]))
         )
+    return rows
+
+
+def _parameters(fn: Any) -> dict[str, Any]:
+    import functools
+
+    if not isinstance(fn, functools.partial):
+        return {}
+    params = {f"arg{i}": v for i, v in enumerate(fn.args)}
+    params.update((k, v) for k, v in fn.keywords.items() if k != "config")
+    return {k: v if _scalar(v) else repr(v) for k, v in params.items()}
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _result_fields(folder: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    try:
+        with open(os.path.join(folder, "result.json"), "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        data = meta.get("returned") if meta else None
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v if _scalar(v) else json.dumps(v) for k, v in data.items()}
+
+
+def collect_results(
+    group: ParametrizedExperiments,
+    patterns: Sequence[str] = (),
+    *,
+    config: BaseConfig | Mapping[str, Any] | None = None,
+    config_file: str | Literal[False] | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per selected experiment: name, status, its parameters, its result fields.
+
+    Results come from ``result.json`` in its folder (a flat dict of scalars) or else the
+    dict it returned. A result field named like a parameter becomes ``result.<field>``;
+    what an experiment lacks is None.
+    """
+    names = group.select(*patterns)
+    base = _base(group, _resolve(group, config, config_file))
+    rows = []
+    for name in names:
+        folder = base + name
+        fn = group.experiments[name]
+        meta = results.read_metafile(folder)
+        row: dict[str, Any] = {
+            "name": name,
+            "status": _row(name, folder, meta, fingerprint(fn)).status,
+        }
+        params = _parameters(fn)
+        row.update(params)
+        for key, value in _result_fields(folder, meta).items():
+            row[f"result.{key}" if key in row else key] = value
+        rows.append(row)
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return [{c: row.get(c) for c in columns} for row in rows]
+
+
+def failed_report(
+    group: ParametrizedExperiments,
+    patterns: Sequence[str] = (),
+    *,
+    config: BaseConfig | Mapping[str, Any] | None = None,
+    config_file: str | Literal[False] | None = None,
+    lines: int = 10,
+) -> tuple[str, int]:
+    """Text about every failed or interrupted experiment, and how many there are."""
+    rows = collect_status(group, patterns, config=config, config_file=config_file)
+    base = _base(group, _resolve(group, config, config_file))
+    parts = []
+    bad = [r for r in rows if r.status in (results.FAILED, results.INTERRUPTED)]
+    for row in bad:
+        folder = base + row.name
+        parts.append(f"== {row.name}: {row.status}: {row.error or row.status}")
+        tail = _tail(os.path.join(folder, EXPERIMENT_LOG), lines)
+        parts.extend(f"   | {line}" for line in tail)
+        parts.append(f"   traceback: {_show(os.path.join(folder, results.METAFILE))} (error)")
+        parts.append(f"   log:       {_show(os.path.join(folder, EXPERIMENT_LOG))}")
+    parts.append(
+        f"{len(bad)} failed or interrupted of {len(rows)} selected"
+        + ("; rerun them with --retry-failed" if bad else "")
+    )
+    return "\n".join(parts), len(bad)
+
+
+def _tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ["(no experiment.log)"]
+    return text.splitlines()[-lines:]
+
+
+def _show(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def format_rows(rows: Sequence[Mapping[str, Any]], fmt: Format = "table") -> str:
+    """Rows of dicts (all with the same keys) as a table, CSV (with header) or JSON."""
+    if fmt == "json":
+        return json.dumps(list(rows), indent=1, default=str)
+    columns = list(rows[0]) if rows else []
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if r[c] is None else r[c] for c in columns] for r in rows])
+        return out.getvalue().rstrip("\n")
+    from tabulate import tabulate  # only for tables: it is not needed otherwise
+
+    table = [["" if r[c] is None else r[c] for c in columns] for r in rows]
+    text: str = tabulate(table, headers=columns, disable_numparse=True)
+    return text
+
+
+def format_status(rows: Sequence[StatusRow], fmt: Format = "table") -> str:
+    if fmt == "json":
+        return json.dumps([r.as_dict() for r in rows], indent=1)
+    data = [
+        {
+            "name": r.name,
+            "status": r.status,
+            "duration": "" if r.duration is None else f"{r.duration:.2f}s",
+            "finished": (r.ended or "")[:19].replace("T", " "),
+            "where": r.where or "",
+            "error": r.error or "",
+        }
         for r in rows
     ]
-    text: str = tabulate(
-        table, headers=["name", "status", "duration", "finished", "where", "error"]
-    )
-    return text + "\n\n" + format_counts(rows)
+    if fmt == "csv":
+        for d, r in zip(data, rows, strict=True):  # machine-readable: raw values
+            d["duration"] = "" if r.duration is None else f"{r.duration:.6f}"
+            d["finished"] = r.ended or ""
+        return format_rows(data, "csv") if data else "name,status,duration,finished,where,error"
+    if not data:
+        return "(no experiments selected)"
+    return format_rows(data, "table")
 
 
-def format_counts(rows: Sequence[StatusRow]) -> str:
+def format_counts(statuses: Iterable[str]) -> str:
     counts = dict.fromkeys(STATUS_ORDER, 0)
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing selected"

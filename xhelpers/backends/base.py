@@ -9,7 +9,7 @@ a metafile by the runner.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -52,6 +52,10 @@ class Backend(ABC):
     def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
         self.ctx = ctx
         self.jobs = jobs
+        # Called at least every ``tick_interval`` seconds while reports() waits, so
+        # the runner can show progress during long experiments without a thread.
+        self.ticker: Callable[[], None] | None = None
+        self.tick_interval = 1.0
 
     @abstractmethod
     def start(self, tasks: Sequence[Task]) -> None:

@@ -36,13 +36,14 @@ _BIG_TASK = 32 * 1024  # bytes; a larger task is only sent to an idle worker (no
 
 
 class _Worker:
-    __slots__ = ("conn", "inflight", "pid", "proc")
+    __slots__ = ("conn", "inflight", "pid", "proc", "since")
 
     def __init__(self, proc: Any, conn: Connection) -> None:
         self.proc = proc
         self.conn = conn
         self.pid: int = proc.pid
         self.inflight: deque[Task] = deque()
+        self.since = float("inf")  # when its current task started (inf: none yet reported)
 
 
 class LocalBackend(Backend):
@@ -50,17 +51,10 @@ class LocalBackend(Backend):
 
     name = "local"
 
-    def __init__(
-        self,
-        ctx: RunContext,
-        *,
-        jobs: int = 1,
-        start_method: str | None = None,
-        console_level: int = logging.WARNING,
-    ) -> None:
+    def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
         super().__init__(ctx, jobs=jobs)
-        self._mp = multiprocessing.get_context(start_method)
-        self._console_level = console_level
+        self._mp = multiprocessing.get_context(ctx.config.start_method)
+        self._console_level = logging.getLevelName(ctx.config.loglevel)
         self._pending: deque[Task] = deque()
         self._workers: list[_Worker] = []
         self._stopping = False
@@ -68,6 +62,7 @@ class LocalBackend(Backend):
         self._current: Task | None = None  # inline: the task being executed
         self._done = 0
         self._busy_time = 0.0
+        self._longest = 0.0
 
     def start(self, tasks: Sequence[Task]) -> None:
         self._pending.extend(tasks)
@@ -105,8 +100,10 @@ class LocalBackend(Backend):
         )
         proc.start()
         there.close()
+        pid = proc.pid
+        assert pid is not None  # started
         try:  # also done by the child; whichever runs first wins the race
-            os.setpgid(proc.pid, proc.pid)
+            os.setpgid(pid, pid)
         except OSError:
             pass
         worker = _Worker(proc, here)
@@ -114,19 +111,25 @@ class LocalBackend(Backend):
         return worker
 
     def _depth(self) -> int:
-        # Short experiments get a few queued per worker so no worker idles on the
-        # round trip; long ones one at a time so none waits behind another.
-        if self._done < self.jobs:
+        # Short experiments get a second one queued per worker, so no worker idles on
+        # the round trip. A queued task cannot be taken back, so this holds only while
+        # every experiment seen so far was short, and not near the end of the run.
+        if self._done < self.jobs or self._longest > 0.05:
             return 1
-        mean = self._busy_time / self._done
-        return 8 if mean < 0.005 else 2 if mean < 0.05 else 1
+        if self._busy_time / self._done >= 0.005:
+            return 1
+        return 2 if len(self._pending) > 4 * self.jobs else 1
 
     def _fill(self) -> None:
         while self._pending and len(self._workers) < self.jobs:
             self._spawn()
         depth = self._depth()
+        now = time.monotonic()
         for worker in self._workers:
-            while self._pending and len(worker.inflight) < depth:
+            # Queue behind a running task only when it started just now: one that has
+            # run for a while may be long, and what waits behind it waits for it.
+            limit = depth if now - worker.since < 0.002 else 1
+            while self._pending and len(worker.inflight) < limit:
                 data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
                 if len(data) > _BIG_TASK and worker.inflight:
                     break
@@ -134,6 +137,8 @@ class LocalBackend(Backend):
                     worker.conn.send_bytes(data)
                 except OSError:  # it died; its sentinel will say so and requeue its tasks
                     break
+                if not worker.inflight:
+                    worker.since = now
                 worker.inflight.append(self._pending.popleft())
 
     def _pool(self) -> Iterator[Report]:
@@ -148,10 +153,13 @@ class LocalBackend(Backend):
             for worker in self._workers:
                 waitables[worker.conn] = worker
                 waitables[worker.proc.sentinel] = worker
-            timeout = None
+            timeout = self.tick_interval if self.ticker else None
             if self._deadline is not None:
                 timeout = max(0.0, self._deadline - time.monotonic()) + 0.01
-            for ready in wait(list(waitables), timeout):
+            ready_list = wait(list(waitables), timeout)
+            if self.ticker:
+                self.ticker()
+            for ready in ready_list:
                 worker = waitables[ready]
                 if worker not in self._workers:
                     continue
@@ -172,8 +180,10 @@ class LocalBackend(Backend):
                     emit_forwarded(payload)
                     continue
                 task = worker.inflight.popleft()
+                worker.since = time.monotonic()  # the next queued task starts now
                 self._done += 1
                 self._busy_time += payload.duration or 0.0
+                self._longest = max(self._longest, payload.duration or 0.0)
                 yield Finished(task, payload)
         except (EOFError, OSError, pickle.UnpicklingError, ValueError):
             # The worker died mid-message; its sentinel reports it.
@@ -296,7 +306,9 @@ def _worker_main(conn: Connection, ctx: RunContext, console_level: int) -> None:
     for handler in root.handlers[:]:  # inherited through fork: the runner's console
         root.removeHandler(handler)
     root.addHandler(ForwardHandler(lambda record: send(("log", record)), console_level))
-    root.setLevel(console_level)
+    # DEBUG for good: each experiment's log file takes everything, the forwarding
+    # handler filters for the console, and no per-experiment setLevel is needed.
+    root.setLevel(logging.DEBUG)
     while not execution.stop_requested():
         try:
             task = conn.recv()
