@@ -301,3 +301,16 @@ def test_plain_progress_lines_without_terminal(tmp_path: Path) -> None:
 
 def test_wait_for_file_is_importable() -> None:
     assert callable(wait_for_file)
+
+
+def test_big_status_table_looks_like_tabulate() -> None:
+    from tabulate import tabulate
+
+    from xhelpers.status import _simple_table
+
+    cols = ["name", "status", "duration", "finished", "where", "error"]
+    rows = [
+        [f"sweep/{i}", "done" if i % 3 else "pending", "0.10s", "", "vm", "E: x" * (i % 2)]
+        for i in range(50)
+    ]
+    assert _simple_table(cols, rows) == tabulate(rows, headers=cols, disable_numparse=True)

@@ -234,11 +234,37 @@ def format_rows(rows: Sequence[Mapping[str, Any]], fmt: Format = "table") -> str
         writer.writerow(columns)
         writer.writerows([["" if r[c] is None else r[c] for c in columns] for r in rows])
         return out.getvalue().rstrip("\n")
+    table = [["" if r[c] is None else r[c] for c in columns] for r in rows]
+    if len(table) > _BIG_TABLE and all(isinstance(v, str) for v in table[0]):
+        return _simple_table(columns, table)
     from tabulate import tabulate  # only for tables: it is not needed otherwise
 
-    table = [["" if r[c] is None else r[c] for c in columns] for r in rows]
     text: str = tabulate(table, headers=columns, disable_numparse=True)
     return text
+
+
+# tabulate spends ~20 us a row detecting cell types; past this many rows of strings
+# (the status table of a big sweep) the same "simple" layout is drawn directly.
+_BIG_TABLE = 2000
+
+
+def _simple_table(columns: Sequence[str], table: Sequence[Sequence[str]]) -> str:
+    widths = [len(c) + 2 for c in columns]  # tabulate pads headers by two
+    for row in table:
+        for i, cell in enumerate(row):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+    last = len(columns) - 1
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < last else c
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in table]
+    return "\n".join(out)
 
 
 def format_status(rows: Sequence[StatusRow], fmt: Format = "table") -> str:
