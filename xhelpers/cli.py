@@ -153,6 +153,21 @@ def _options() -> list[click.Parameter]:
             help="Progress line (default: when stderr is a terminal).",
         ),
         click.Option(
+            ["--slurm/--local", "slurm"],
+            default=None,
+            help="Run on SLURM, or here (default: config.slurm).",
+        ),
+        click.Option(
+            ["--no-wait"],
+            is_flag=True,
+            help="SLURM: submit, print the job ids, exit (implies --slurm).",
+        ),
+        click.Option(
+            ["--cancel"],
+            is_flag=True,
+            help="SLURM: cancel the selected experiments' jobs; mark them interrupted.",
+        ),
+        click.Option(
             ["--pdb", "post_mortem"],
             is_flag=True,
             help="With -j1: open pdb where an experiment fails.",
@@ -185,6 +200,17 @@ def _show_only(
         text, _ = failed_report(group, patterns, config_file=config_file)
         click.echo(text)
         return 0
+    if opts["cancel"]:
+        job_ids, marked = group.cancel(*patterns, config_file=config_file)
+        if not job_ids:
+            click.echo("no selected experiment has a SLURM job pending or running")
+        else:
+            click.echo(
+                f"cancelled SLURM job{'s' if len(job_ids) > 1 else ''} "
+                f"{' '.join(job_ids)}; {len(marked)} experiment"
+                f"{'s' if len(marked) != 1 else ''} marked interrupted"
+            )
+        return 0
     return None
 
 
@@ -209,6 +235,8 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
                     loglevel=level_for_verbosity(verbose) if verbose else None,
                     post_mortem=opts["post_mortem"],
                     progress=opts["progress"],
+                    slurm=opts["slurm"],
+                    wait=not opts["no_wait"],
                     console=True,
                     slack=not opts["no_slack"],
                 )

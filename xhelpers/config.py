@@ -22,7 +22,14 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["DEFAULT_CONFIG_FILE", "BaseConfig", "load_machine_values", "resolve_config"]
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "RESOURCE_KEYS",
+    "BaseConfig",
+    "check_resources",
+    "load_machine_values",
+    "resolve_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,20 @@ _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key", re.IGNORECASE)
 
 _ConfigT = TypeVar("_ConfigT", bound="BaseConfig")
+
+# Per-experiment resource settings: the ``slurm_<key>`` config fields, without prefix.
+RESOURCE_KEYS = (
+    "partition",
+    "timeout_min",
+    "cpus_per_task",
+    "gpus_per_node",
+    "mem_gb",
+    "array_parallelism",
+    "additional_parameters",
+    "setup",
+    "max_requeues",
+    "signal_delay_s",
+)
 
 
 class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
@@ -200,6 +221,21 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
             ):
                 data[key] = "***"
         return data
+
+
+def check_resources(resources: Mapping[str, Any], where: str) -> None:
+    """Raise ConfigError for a per-experiment SLURM setting that does not exist."""
+    unknown = sorted(set(resources) - set(RESOURCE_KEYS))
+    if unknown:
+        defaults = BaseConfig.model_fields
+        valid = ", ".join(
+            f"{k} (default: {defaults['slurm_' + k].get_default(call_default_factory=True)!r})"
+            for k in RESOURCE_KEYS
+        )
+        raise ConfigError(
+            f"{where}: unknown SLURM resource {unknown[0]!r}; valid resources: {valid}",
+            field=unknown[0],
+        )
 
 
 def _class_body_values(klass: type, where: str) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from typing import Any
 
 __all__ = [
     "BackendError",
+    "CommandError",
     "ConfigError",
     "ExperimentDefinitionError",
+    "ExperimentFileError",
     "PatternError",
     "XHelpersError",
 ]
@@ -54,3 +56,38 @@ class ConfigError(XHelpersError, ValueError):
 
 class BackendError(XHelpersError, RuntimeError):
     """An execution backend is unknown or could not run what it was given."""
+
+
+class ExperimentFileError(ExperimentDefinitionError):
+    """An experiment file (TOML) is wrong; the message starts with ``file:line:``."""
+
+    def __init__(
+        self, message: str, *, path: str = "", line: int | None = None, key: str = ""
+    ) -> None:
+        super().__init__(message, offending=[key] if key else ())
+        self.path = path
+        self.line = line
+        self.key = key
+
+
+class CommandError(XHelpersError, RuntimeError):
+    """A command experiment exited non-zero, was killed, or timed out.
+
+    ``exit_code`` is the shell's exit code (negative: killed by that signal; None: it
+    did not end by itself), ``last_lines`` the last lines of its output.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        last_lines: Sequence[str] = (),
+        command: str = "",
+        timed_out: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.last_lines = list(last_lines)
+        self.command = command
+        self.timed_out = timed_out

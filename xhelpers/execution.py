@@ -41,6 +41,7 @@ __all__ = [
     "fingerprint",
     "lost_error",
     "on_interrupt_signal",
+    "record_ended",
     "record_lost",
     "record_submitted",
     "stop_requested",
@@ -63,6 +64,7 @@ class Task:
     pass_config: bool
     config: BaseConfig | None = None  # this experiment's own config, when it differs
     force: bool = False
+    resources: dict[str, Any] | None = None  # SLURM settings of its own (keys: RESOURCE_KEYS)
 
 
 @dataclass(slots=True)
@@ -231,11 +233,15 @@ def fingerprint(fn: Callable[..., Any]) -> str:
 
 def _fingerprint(qualname: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     try:  # plain values (the common case): JSON as they are, no canonical copy
-        text = json.dumps([qualname, args, kwargs], sort_keys=True, separators=(",", ":"),
-                          allow_nan=True)
+        text = json.dumps(
+            [qualname, args, kwargs], sort_keys=True, separators=(",", ":"), allow_nan=True
+        )
     except (TypeError, ValueError):
-        text = json.dumps([qualname, _canonical(list(args)), _canonical(kwargs)],
-                          sort_keys=True, separators=(",", ":"))
+        text = json.dumps(
+            [qualname, _canonical(list(args)), _canonical(kwargs)],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -498,9 +504,22 @@ def record_lost(
     one another runner picked up since is left to it. With ``job_id`` (SLURM: a job
     that ended without a result), a ``running`` or ``submitted`` metafile of that job.
     """
-    folder = task.folder
+    return record_ended(task.folder, status, error, pid=pid, job_id=job_id)
+
+
+def record_ended(
+    folder: str,
+    status: str,
+    error: dict[str, Any],
+    *,
+    pid: int | None = None,
+    job_id: str | None = None,
+    wait_s: float = 5.0,
+) -> bool:
+    """Replace an unfinished metafile (``running``, or ``submitted`` with ``job_id``) by
+    ``status`` with ``error``, under the lock; waits up to ``wait_s`` for the lock."""
     lock = results.ExperimentLock(folder)
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + wait_s
     while not lock.acquire():  # the dead process' children may hold it for a moment
         if time.monotonic() > deadline:
             return False
@@ -509,7 +528,7 @@ def record_lost(
         meta = results.read_metafile(folder)
         if meta is None:
             return False
-        if job_id is not None:  # SLURM hook: the job may have died pending or running
+        if job_id is not None:  # SLURM: the job may have died pending or running
             if meta.get("status") not in (results.RUNNING, results.SUBMITTED):
                 return False
             if meta.get("slurm_job_id") != job_id:

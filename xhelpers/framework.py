@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .config import BaseConfig
+from .config import BaseConfig, check_resources
 from .errors import ExperimentDefinitionError, PatternError
 
 if TYPE_CHECKING:
@@ -80,6 +80,10 @@ def _validate(group: str, experiments: Mapping[str, Any]) -> None:
 class ParametrizedExperiments:
     """A named group of experiments: ``{name: callable}``, runnable from Python or the CLI.
 
+    ``resources`` gives SLURM settings per name pattern, e.g.
+    ``{"big/*": {"gpus_per_node": 1, "mem_gb": 64}}`` (keys: the ``slurm_*`` config
+    fields without the prefix); experiments whose settings differ go into separate arrays.
+
     Call it to run experiments: ``group("*lr=0.1*", jobs=4, force=True)`` takes the
     CLI's options as keywords and returns a :class:`~xhelpers.runner.RunSummary`.
     """
@@ -91,6 +95,7 @@ class ParametrizedExperiments:
         *,
         configcls: type[BaseConfig] = BaseConfig,
         description: str | None = None,
+        resources: Mapping[str, Mapping[str, Any]] | None = None,
         register: bool = True,
     ) -> None:
         if not isinstance(name, str) or not _GROUP_NAME.match(name):
@@ -110,6 +115,10 @@ class ParametrizedExperiments:
                 offending=[name],
             )
         _validate(name, experiments)
+        self.resources: dict[str, dict[str, Any]] = {}
+        for pattern, settings in (resources or {}).items():
+            check_resources(settings, f"group {name!r}: resources[{pattern!r}]")
+            self.resources[pattern] = dict(settings)
         self.name = name
         self.experiments: dict[str, Callable[..., Any]] = dict(experiments)
         self.configcls = configcls
@@ -161,6 +170,14 @@ class ParametrizedExperiments:
             suggestions=suggestions,
         )
 
+    def resources_of(self, name: str) -> dict[str, Any] | None:
+        """SLURM settings of one experiment: every matching ``resources`` pattern, in order."""
+        merged: dict[str, Any] = {}
+        for pattern, settings in self.resources.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                merged.update(settings)
+        return merged or None
+
     def __call__(self, *patterns: str, **options: Any) -> RunSummary:
         """Run the selected experiments; options as on the CLI (jobs, force, config, ...)."""
         from .runner import run
@@ -172,6 +189,23 @@ class ParametrizedExperiments:
         from .status import collect_status
 
         return collect_status(self, patterns, **options)
+
+    def cancel(
+        self, *patterns: str, config: Any = None, config_file: Any = None
+    ) -> tuple[list[str], list[str]]:
+        """Cancel the SLURM jobs of the selected experiments; mark them ``interrupted``.
+
+        Returns (job ids cancelled, names marked).
+        """
+        import os
+
+        from .config import resolve_config
+        from .slurm_queue import cancel_experiments
+
+        names = self.select(*patterns)
+        resolved = resolve_config(self.configcls, config_file=config_file, config=config)
+        base = os.path.join(os.path.abspath(resolved.output_directory), self.name) + os.sep
+        return cancel_experiments({n: base + n for n in names})
 
     def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:
         """One dict per selected experiment: name, status, parameters, result fields."""

@@ -26,6 +26,7 @@ from .progress import Progress
 from .summary import (
     BUSY,
     NOT_STARTED,
+    QUEUED,
     SKIPPED,
     STALE,
     SUCCESS,
@@ -54,6 +55,7 @@ class RunOptions:
     backend: str | None = None  # None: "slurm" when config.slurm, else "local"
     post_mortem: bool = False  # pdb at a failure (-j1)
     progress: bool | None = None  # None: when stderr is a terminal
+    wait: bool = True  # SLURM: wait for the jobs (False: submit, report, return)
 
 
 def _git_info(cwd: str) -> dict[str, Any] | None:
@@ -100,6 +102,7 @@ def plan(
     """
     to_run: list[tuple[str, str, bool]] = []
     skip: dict[str, str] = {}
+    submitted: dict[str, str] = {}
     experiments = group.experiments
     # Plain concatenation, not os.path.join: at 100,000 names the difference shows.
     base = os.path.join(root, group.name) + os.sep
@@ -117,8 +120,19 @@ def plan(
                 skip[name] = SKIPPED
         elif status in (results.RUNNING, results.SUBMITTED) and results.is_locked(base + name):
             skip[name] = BUSY
+        elif status == results.SUBMITTED:
+            submitted[name] = base + name
         else:
             to_run.append((name, base + name, False))
+    if submitted:  # one SLURM query for all of them, and only when there are any
+        from .slurm_queue import jobs_of, still_queued
+
+        queued = still_queued(jobs_of(submitted))
+        for name, folder in submitted.items():
+            if name in queued:
+                skip[name] = QUEUED
+            else:  # its job is gone (cancelled, node failure, timed out): run it again
+                to_run.append((name, folder, False))
     return to_run, skip
 
 
@@ -151,22 +165,36 @@ def run(
     quiet: bool = False,
     console: bool | None = None,
     slack: bool = True,
+    slurm: bool | None = None,
+    wait: bool = True,
 ) -> RunSummary:
     """Run the experiments of ``group`` matching ``patterns``; see the CLI for options.
 
     Never calls ``sys.exit``: the returned summary has the ``exit_code``. Log records
     reach the console when ``console`` is True, or when None and logging is not
-    configured yet.
+    configured yet. ``slurm`` overrides ``config.slurm``; ``wait=False`` (implies SLURM)
+    submits and returns with the experiments counted as queued.
     """
     names = group.select(*patterns)
     resolved = resolve_config(
         group.configcls,
         config_file=config_file,
         config=config,
-        overrides={"jobs": jobs, "workers": workers, "loglevel": loglevel},
+        overrides={
+            "jobs": jobs,
+            "workers": workers,
+            "loglevel": loglevel,
+            "slurm": True if not wait else slurm,
+        },
     )
     options = RunOptions(
-        force, rerun_stale, retry_failed, backend, post_mortem, progress if not quiet else False
+        force,
+        rerun_stale,
+        retry_failed,
+        backend,
+        post_mortem,
+        progress if not quiet else False,
+        wait,
     )
     with console_logging(resolved.loglevel, force=bool(console)):
         notifier = _slack(resolved) if slack else None  # slack=False: nothing to Slack
@@ -248,7 +276,18 @@ def _execute(
     for name, folder, fresh in to_run:
         fn = group.experiments[name]
         description, pass_config, own = describe(fn, config)
-        tasks.append(Task(name, folder, fn, description, pass_config, own, options.force or fresh))
+        tasks.append(
+            Task(
+                name,
+                folder,
+                fn,
+                description,
+                pass_config,
+                own,
+                options.force or fresh,
+                group.resources_of(name),
+            )
+        )
     ctx = RunContext(
         group.name,
         config,
@@ -267,27 +306,55 @@ def _execute(
         backend.ticker = progress.tick
         backend.tick_interval = min(backend.tick_interval, progress.interval)
     interrupted = False
+    job_ids: dict[str, str] = {}
     try:
         with progress if show else _nothing():
             backend.start(tasks)
-            while True:
-                try:
-                    for report in backend.reports():
-                        outcome = _record(report, ctx)
-                        done[outcome.name] = outcome
-                        if show:
-                            progress.update(outcome.status)
-                    break
-                except KeyboardInterrupt:
-                    interrupted = True
-                    logger.warning("interrupted: stopping running experiments")
-                    backend.interrupt()
+            job_ids = getattr(backend, "job_ids", {})
+            if not options.wait:
+                for report in backend.early_reports():  # type: ignore[attr-defined]
+                    done[report.task.name] = _record(report, ctx, job_ids)
+                _tell_queued(group.name, backend)
+            else:
+                while True:
+                    try:
+                        for report in backend.reports():
+                            outcome = _record(report, ctx, job_ids)
+                            done[outcome.name] = outcome
+                            if show:
+                                progress.update(outcome.status)
+                        break
+                    except KeyboardInterrupt:
+                        interrupted = True
+                        if job_ids:
+                            logger.warning("interrupted: no longer waiting; the jobs run on")
+                        else:
+                            logger.warning("interrupted: stopping running experiments")
+                        backend.interrupt()
     finally:
         backend.close()
     for name, folder, _ in to_run:
         if name not in done:
-            done[name] = _from_disk(name, folder)
+            outcome = _from_disk(name, folder)
+            if name in job_ids and outcome.status in (BUSY, NOT_STARTED):
+                outcome = ExperimentOutcome(name, QUEUED, folder)  # its job runs on
+            done[name] = outcome
+    if interrupted and any(o.status == QUEUED for o in done.values()):
+        _tell_queued(group.name, backend)
     return interrupted
+
+
+def _tell_queued(group: str, backend: Any) -> None:
+    arrays = " ".join(getattr(backend, "arrays", []))
+    if not arrays:
+        return
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run.py"
+    print(
+        f"submitted to SLURM: job {arrays}\n"
+        f"  follow:  python {prog} {group} -l    (or: squeue -j {arrays.replace(' ', ',')})\n"
+        f"  cancel:  python {prog} {group} --cancel",
+        flush=True,
+    )
 
 
 class _nothing:
@@ -298,15 +365,22 @@ class _nothing:
         return None
 
 
-def _record(report: Report, ctx: RunContext) -> ExperimentOutcome:
+def _record(report: Report, ctx: RunContext, job_ids: Mapping[str, str]) -> ExperimentOutcome:
     """The outcome of a report; a lost task's metafile is written here, by the core."""
     task = report.task
     if isinstance(report, Finished):
         r = report.result
         return ExperimentOutcome(task.name, r.status, task.folder, r.duration, r.error)
-    message, error = lost_error(report.exitcode, report.why)
-    status = results.INTERRUPTED if report.why else results.FAILED
-    if record_lost(task, ctx, report.pid, message, error, status):
+    job_id = job_ids.get(task.name)
+    if job_id is not None:  # a SLURM job that ended without a result: its state says why
+        state = report.why or "FAILED"
+        status = results.INTERRUPTED if state == "CANCELLED" else results.FAILED
+        message = f"SLURM job {job_id} ended {state}"
+        error: dict[str, Any] = {"type": "SlurmJobEnded", "message": message, "state": state}
+    else:
+        message, error = lost_error(report.exitcode, report.why)
+        status = results.INTERRUPTED if report.why else results.FAILED
+    if record_lost(task, ctx, report.pid, message, error, status, job_id):
         if status == results.FAILED:
             logger.error("[%s] %s", task.name, message)
         return ExperimentOutcome(task.name, status, task.folder, None, message)
@@ -327,4 +401,6 @@ def _from_disk(name: str, folder: str) -> ExperimentOutcome:
         return ExperimentOutcome(name, results.INTERRUPTED, folder, None, "interrupted")
     if status == results.RUNNING:
         return ExperimentOutcome(name, BUSY, folder)
+    if status == results.SUBMITTED:
+        return ExperimentOutcome(name, QUEUED, folder)
     return ExperimentOutcome(name, str(status), folder, meta.get("duration"), message)

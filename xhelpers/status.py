@@ -111,12 +111,43 @@ def collect_status(
     base = _base(group, _resolve(group, config, config_file))
     experiments = group.experiments
     rows = []
+    on_slurm: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for name in names:
         folder = base + name
-        rows.append(
-            _row(name, folder, results.read_metafile(folder), fingerprint(experiments[name]))
-        )
+        meta = results.read_metafile(folder)
+        row = _row(name, folder, meta, fingerprint(experiments[name]))
+        if meta and row.status == results.SUBMITTED and meta.get("slurm_job_id"):
+            on_slurm[name] = (str(meta["slurm_job_id"]), meta)
+        rows.append(row)
+    if on_slurm:  # one SLURM query: has the job started, or ended without a word?
+        states = _slurm_states(on_slurm)
+        rows = [_with_slurm_state(r, states.get(r.name)) if r.name in on_slurm else r for r in rows]
     return rows
+
+
+def _slurm_states(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, str]:
+    from .errors import BackendError
+    from .slurm_queue import query_states
+
+    try:
+        by_job = query_states(job_id for job_id, _ in jobs.values())
+    except BackendError:
+        return {}
+    return {name: by_job[job_id] for name, (job_id, _) in jobs.items() if job_id in by_job}
+
+
+def _with_slurm_state(row: StatusRow, state: str | None) -> StatusRow:
+    """A ``submitted`` row as SLURM sees its job now."""
+    from dataclasses import replace
+
+    from .slurm_queue import ACTIVE_STATES
+
+    if state is None or state in ("PENDING", "REQUEUED", "CONFIGURING"):
+        return row
+    if state in ACTIVE_STATES:  # RUNNING, COMPLETING
+        return replace(row, status=results.RUNNING)
+    status = results.INTERRUPTED if state == "CANCELLED" else results.FAILED
+    return replace(row, status=status, error=f"SLURM job ended {state}")
 
 
 def _parameters(fn: Any) -> dict[str, Any]:

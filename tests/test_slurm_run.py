@@ -1,0 +1,205 @@
+"""SLURM through the runner and the CLI, on the real local cluster (scripts/local-slurm).
+
+Every test runs a real ``python run.py ... --slurm`` (or the Python API) against the
+cluster; waits are bounded polls, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TESTS, meta, wait_until, write_run_py
+from slurm_support import SlurmCluster
+
+RUN = """
+names = {
+    "ok/a": partial(ex.no_config, value=1),
+    "ok/b": partial(ex.write_param, param=7),
+    "bad": ex.raises,
+    "gate": partial(ex.wait_for_file, started="started", release="../../../release",
+                    timeout=120),
+}
+g = xh.ParametrizedExperiments("g", names, configcls=ex.TConfig,
+                               resources={"ok/*": {"cpus_per_task": 2}})
+"""
+
+
+@pytest.fixture()
+def project(tmp_path: Path, slurm_cluster: SlurmCluster) -> Path:
+    write_run_py(tmp_path, RUN)
+    (tmp_path / "config.py").write_text(
+        "class Config:\n"
+        f"    slurm_partition = {slurm_cluster.partition!r}\n"
+        "    slurm_poll_interval_s = 0.5\n"
+        "    slurm_timeout_min = 5\n"
+    )
+    return tmp_path
+
+
+def cli(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    # the node imports the tests' experiment module like the runner does
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def popen(folder: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    return subprocess.Popen(
+        [sys.executable, "run.py", *args],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def job_state(job_id: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-o", "State", "-j", job_id], capture_output=True, text=True
+    ).stdout.split()
+    return out[0] if out else ""
+
+
+def status_of(folder: Path) -> str | None:
+    try:
+        return str(meta(folder)["status"])
+    except (OSError, ValueError):
+        return None
+
+
+def test_mixed_group_waits_and_records(project: Path) -> None:
+    proc = popen(project, "g", "--slurm")
+    gate = project / "results/g/gate"
+    wait_until(lambda: (gate / "started").exists(), timeout=90, what="gate running on SLURM")
+    job = meta(gate)["slurm_job_id"]
+    assert meta(gate)["status"] == "running"
+    subprocess.run(["scancel", job], check=True)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, (out, err)
+    assert "g: 2 succeeded, 0 skipped, 1 failed, 1 interrupted" in out
+    assert "failed      bad: ValueError: bad value" in out
+    assert f"interrupted gate: SLURM job {job} ended CANCELLED" in out
+    data = meta(project / "results/g/ok/b")
+    assert data["status"] == "success" and data["returned"]["param"] == 7
+    assert data["node"] and data["slurm_job_id"] and data["attempts"] == 1
+    assert Path(data["slurm_stdout"]).parent == project / "results/g/.slurm"
+    assert "INFO experiments: param=7" in (project / "results/g/ok/b/experiment.log").read_text()
+    bad = meta(project / "results/g/bad")
+    assert bad["status"] == "failed" and "ValueError: bad value" in bad["error"]["traceback"]
+    assert meta(gate)["status"] == "interrupted" and meta(gate)["error"]["state"] == "CANCELLED"
+    # per-experiment resources: ok/* went as an array of their own
+    ok_job = data["slurm_job_id"].split("_")[0]
+    assert bad["slurm_job_id"].split("_")[0] != ok_job
+    assert meta(project / "results/g/ok/a")["slurm_job_id"].split("_")[0] == ok_job
+    # and a second run reruns only what did not succeed... which fails again, here
+    (project / "release").write_text("")
+    again = cli(project, "g", "--slurm")
+    assert "2 skipped" in again.stdout and "1 succeeded" in again.stdout
+
+
+def test_no_wait_then_list_then_skip_then_cancel(project: Path) -> None:
+    submitted = cli(project, "g", "gate", "ok/*", "--no-wait")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "submitted to SLURM: job" in submitted.stdout
+    assert "--cancel" in submitted.stdout and " -l" in submitted.stdout
+    assert "3 queued" in submitted.stdout
+    gate = project / "results/g/gate"
+    assert meta(gate)["status"] in ("submitted", "running")
+    wait_until(lambda: (gate / "started").exists(), timeout=90, what="gate running")
+    wait_until(
+        lambda: status_of(project / "results/g/ok/a") == "success", timeout=90, what="ok/a done"
+    )
+    listing = cli(project, "g", "-l", "--format", "json")  # a new process
+    rows = {r["name"]: r for r in json.loads(listing.stdout)}
+    assert (rows["gate"]["status"] == "running" and "_" in rows["gate"]["where"]) or rows["gate"][
+        "where"
+    ].isdigit()
+    assert rows["ok/a"]["status"] == "done" and rows["bad"]["status"] == "pending"
+    # a second runner, local this time, leaves the running job alone
+    second = cli(project, "g", "gate", "--local")
+    assert second.returncode == 0, second.stderr
+    assert "1 running elsewhere" in second.stdout
+    cancelled = cli(project, "g", "gate", "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    job = meta(gate)["slurm_job_id"]
+    assert f"cancelled SLURM job {job}" in cancelled.stdout
+    assert "1 experiment marked interrupted" in cancelled.stdout
+    assert meta(gate)["status"] == "interrupted"
+    wait_until(lambda: job_state(job).startswith("CANCELLED"), timeout=60, what="cancelled")
+
+
+def test_pending_job_is_skipped_as_queued(project: Path, slurm_cluster: SlurmCluster) -> None:
+    (project / "config.py").write_text(
+        "class Config:\n"
+        f"    slurm_partition = {slurm_cluster.partition!r}\n"
+        "    slurm_poll_interval_s = 0.5\n"
+        "    slurm_additional_parameters = {'begin': 'now+600'}\n"  # stays PENDING
+    )
+    first = cli(project, "g", "ok/a", "--no-wait")
+    assert first.returncode == 0, first.stderr
+    job = meta(project / "results/g/ok/a")["slurm_job_id"]
+    wait_until(lambda: job_state(job) == "PENDING", timeout=60, what="pending in sacct")
+    second = cli(project, "g", "ok/a", "--local")
+    assert second.returncode == 0 and "1 queued" in second.stdout, second.stdout
+    assert meta(project / "results/g/ok/a")["status"] == "submitted"
+    listing = cli(project, "g", "ok/a", "-l")
+    assert "submitted" in listing.stdout and job in listing.stdout
+    subprocess.run(["scancel", job], check=True)
+    wait_until(lambda: job_state(job).startswith("CANCELLED"), timeout=60, what="cancelled")
+    # the job is gone: a new run runs the experiment again (here, locally)
+    third = cli(project, "g", "ok/a", "--local")
+    assert third.returncode == 0 and "1 succeeded" in third.stdout, third.stdout
+
+
+def test_sbatch_failure_is_one_line_and_marks_nothing(project: Path) -> None:
+    (project / "config.py").write_text("class Config:\n    slurm_partition = 'nosuchpart'\n")
+    result = cli(project, "g", "ok/*", "--slurm")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: sbatch:"), result.stderr
+    assert "invalid partition" in lines[0].lower()
+    for name in ("ok/a", "ok/b"):
+        assert status_of(project / "results/g" / name) is None
+
+
+def test_ctrl_c_while_waiting_leaves_jobs_running(project: Path) -> None:
+    proc = popen(project, "g", "gate", "--slurm")
+    gate = project / "results/g/gate"
+    wait_until(lambda: (gate / "started").exists(), timeout=90, what="gate running")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "1 queued" in out and "--cancel" in out and "squeue -j" in out
+    assert status_of(gate) == "running"  # the job runs on
+    (project / "release").write_text("")
+    wait_until(lambda: status_of(gate) == "success", timeout=90, what="gate done on SLURM")
+
+
+def test_python_api_on_slurm(
+    project: Path, slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experiments import TConfig, no_config
+
+    import xhelpers as xh
+
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
+    group = xh.ParametrizedExperiments("api", {"x": no_config}, configcls=TConfig)
+    summary = group(slurm=True, quiet=True)
+    assert summary.exit_code == 0 and summary["x"].status == "success"
+    data: dict[str, Any] = meta(project / "results/api/x")
+    assert data["backend"] == "slurm" and data["slurm_job_id"]

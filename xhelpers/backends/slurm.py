@@ -1,0 +1,485 @@
+"""Run experiments on a SLURM cluster: job arrays through submitit.
+
+The backend groups tasks by their resources, submits each group as job arrays (split
+to respect the cluster's ``MaxArraySize``; one ``sbatch`` per array) and reports what
+became of each task. On the node, :class:`SlurmTask` calls the core's
+:func:`xhelpers.execution.execute`, exactly as the local backend does: same lock,
+folder, logging and metafile, which also holds ``slurm_job_id``, ``node``,
+``attempts`` and the paths of the task's submitit stdout/stderr files.
+
+The ``submitted`` marker: :meth:`SlurmBackend.start` takes the lock of every task
+before it submits, writes each task's ``submitted`` metafile with its job id (through
+the core's :func:`~xhelpers.execution.record_submitted`) and only then releases the
+locks. A task that starts meanwhile waits for its lock (bounded), so its own status is
+never overwritten, and the submitter holds no lock while tasks run. An ``sbatch``
+failure cancels whatever this call already submitted and raises
+:class:`~xhelpers.errors.BackendError` with SLURM's message; no marker is written.
+
+Requeue: :class:`SlurmTask` is submitit-checkpointable. On timeout or preemption
+(``USR2``) submitit calls :meth:`SlurmTask.checkpoint`, requeues the job and ends it
+with ``sys.exit`` inside the experiment; ``execute`` records that as ``submitted``
+again (see :func:`~xhelpers.execution.expect_requeue`), not as a failure. Past
+``slurm_max_requeues`` the experiment fails with :class:`RequeueLimitReached`.
+
+While waiting, one ``sacct`` call per poll covers every job; results are picked up
+from submitit's result files (a directory listing, no scheduler call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core import utils as submitit_utils
+from submitit.slurm import slurm as submitit_slurm
+
+from .. import execution, results
+from ..config import RESOURCE_KEYS, BaseConfig
+from ..errors import BackendError
+from ..execution import BUSY, SKIPPED, RunContext, Task, TaskResult, execute
+from ..slurm_queue import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    _base_id,
+    _one_line,
+    cancel_jobs,
+    parse_sacct,
+    query_states,
+    read_max_array_size,
+)
+from .base import Backend, Finished, Lost, Report
+
+__all__ = [
+    "ACTIVE_STATES",
+    "RESOURCE_KEYS",
+    "SLURM_FOLDER",
+    "TERMINAL_STATES",
+    "RequeueLimitReached",
+    "SlurmBackend",
+    "SlurmTask",
+    "cancel_jobs",
+    "parse_sacct",
+    "query_states",
+    "read_max_array_size",
+    "resource_defaults",
+    "resources_for",
+    "slurm_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+SLURM_FOLDER = ".slurm"  # submitit's files: <output_directory>/<group>/.slurm/
+
+
+_RESULT_CHECK_S = 1.0  # result files are looked for this often (a listdir, no SLURM call)
+_FD_RESERVE = 256  # descriptors left free while every selected experiment's lock is held
+
+
+class RequeueLimitReached(BackendError):
+    """Raised inside an experiment signalled for timeout/preemption once requeues are used up."""
+
+
+# -- resources ---------------------------------------------------------------------------
+def resource_defaults(config: BaseConfig) -> dict[str, Any]:
+    """The resource settings ``config`` gives every experiment (``slurm_<key>`` fields)."""
+    return {key: getattr(config, "slurm_" + key) for key in RESOURCE_KEYS}
+
+
+def resources_for(config: BaseConfig, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One experiment's resources: ``config``'s, updated by ``override`` (keys without ``slurm_``).
+
+    An unknown key is a :class:`BackendError` that lists the valid ones with their defaults.
+    """
+    res = resource_defaults(config)
+    if override:
+        unknown = sorted(set(override) - set(RESOURCE_KEYS))
+        if unknown:
+            valid = ", ".join(f"{k} (default: {v!r})" for k, v in res.items())
+            raise BackendError(f"unknown SLURM resource {unknown[0]!r}; valid resources: {valid}")
+        res.update(override)
+    return res
+
+
+def _sbatch_parameters(res: Mapping[str, Any], job_name: str) -> dict[str, Any]:
+    """Resources as submitit ``SlurmExecutor.update_parameters`` arguments."""
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": int(res["timeout_min"]),
+        "cpus_per_task": int(res["cpus_per_task"]),
+        "array_parallelism": int(res["array_parallelism"]),
+        "signal_delay_s": int(res["signal_delay_s"]),
+    }
+    if res["partition"]:
+        params["partition"] = res["partition"]
+    if res["gpus_per_node"]:
+        params["gpus_per_node"] = int(res["gpus_per_node"])
+    if res["mem_gb"] is not None:
+        params["mem"] = submitit_slurm._convert_mem(float(res["mem_gb"]))
+    if res["setup"]:
+        params["setup"] = list(res["setup"])
+    if res["additional_parameters"]:
+        params["additional_parameters"] = dict(res["additional_parameters"])
+    return params
+
+
+def slurm_folder(config: BaseConfig, group: str) -> Path:
+    """Where submitit's files of ``group`` go."""
+    return Path(os.path.abspath(config.output_directory)) / group / SLURM_FOLDER
+
+
+# -- what runs on the node -----------------------------------------------------------------
+class SlurmTask:
+    """The callable a SLURM job runs: ``execute(task, ctx)``; submitit-checkpointable.
+
+    Small and picklable: the task, the run's context and the requeue budget.
+    """
+
+    def __init__(self, task: Task, ctx: RunContext, max_requeues: int) -> None:
+        self.task = task
+        self.ctx = ctx
+        self.max_requeues = max_requeues
+        self.attempt = 1  # this run of the job; checkpoint() hands on attempt + 1
+        self.result: TaskResult | None = None
+
+    def __call__(self) -> TaskResult:
+        if self.result is not None:  # finished just before a signal requeued the job
+            return self.result
+        env = submitit.JobEnvironment()
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # requeued by SLURM itself
+        self.attempt = max(self.attempt, restarts + 1)
+        paths = env.paths
+        node = os.environ.get("SLURMD_NODENAME") or env.hostname
+        members = {
+            "slurm_job_id": env.job_id,
+            "node": node,
+            "attempts": self.attempt,
+            "slurm_stdout": str(paths.stdout),
+            "slurm_stderr": str(paths.stderr),
+        }
+        ctx = dataclasses.replace(
+            self.ctx, job_id=env.job_id, job_members=json.dumps(members)[1:-1]
+        )
+        task = self.task
+        if self.attempt > 1 and task.force:  # --force empties the folder once, not per attempt
+            task = dataclasses.replace(task, force=False)
+        self.result = execute(task, ctx)
+        return self.result
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on USR2 (timeout, preemption): the job to requeue."""
+        if self.result is None and self.attempt > self.max_requeues:
+            raise RequeueLimitReached(
+                f"timed out or preempted on run {self.attempt}; not requeued: "
+                f"slurm_max_requeues={self.max_requeues} reached"
+            )
+        following = copy.copy(self)
+        following.attempt = self.attempt + 1
+        execution.expect_requeue()  # submitit's sys.exit that follows is a requeue
+        return submitit.helpers.DelayedSubmission(following)
+
+    def __repr__(self) -> str:
+        return f"SlurmTask({self.task.name!r}, attempt={self.attempt})"
+
+
+# -- the backend ---------------------------------------------------------------------------
+class SlurmBackend(Backend):
+    """Submit tasks as SLURM job arrays; report each as its result or its job's end arrives.
+
+    ``jobs`` is ignored: SLURM decides what runs at once (see ``slurm_array_parallelism``).
+    """
+
+    name = "slurm"
+
+    def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
+        super().__init__(ctx, jobs=jobs)
+        self.folder = slurm_folder(ctx.config, ctx.group)
+        self.poll_interval_s = float(ctx.config.slurm_poll_interval_s)
+        self.job_ids: dict[str, str] = {}  # task name -> job id ("123_4", or "123" alone)
+        self.arrays: list[str] = []  # job ids of the submitted arrays/jobs, in order
+        self.sbatch_calls = 0
+        self.sacct_calls = 0
+        self._cluster_max: int | None = None
+        self._executors: dict[str, Any] = {}
+        self._pending: dict[str, Task] = {}  # job id -> task, not reported yet
+        self._reports: list[Report] = []  # known before any job ran (busy, done)
+        self._ended: dict[str, str] = {}  # job id -> terminal state seen without a result
+        self._next_query = 0.0
+        self._stopping = False
+
+    # -- sizes -------------------------------------------------------------------------
+    @property
+    def cluster_max_array_size(self) -> int:
+        """``MaxArraySize`` of the cluster; read once per backend."""
+        if self._cluster_max is None:
+            self._cluster_max = read_max_array_size()
+        return self._cluster_max
+
+    @property
+    def max_array_size(self) -> int:
+        """Most tasks per array: MaxArraySize (indices 0..MaxArraySize-1), capped by config."""
+        limit = max(1, self.cluster_max_array_size)  # 0: arrays disabled, plain jobs
+        if self.ctx.config.slurm_max_array_size is not None:
+            limit = min(limit, self.ctx.config.slurm_max_array_size)
+        return limit
+
+    # -- submission ---------------------------------------------------------------------
+    def _resources(self, task: Task) -> dict[str, Any]:
+        return resources_for(task.config or self.ctx.config, getattr(task, "resources", None))
+
+    def start(self, tasks: Sequence[Task]) -> None:
+        """Lock, submit as arrays, mark ``submitted``, unlock; BackendError if sbatch fails."""
+        if not tasks:
+            return
+        groups: dict[str, tuple[dict[str, Any], list[Task]]] = {}
+        for task in tasks:  # resources first: a bad setting fails before anything is locked
+            res = self._resources(task)
+            key = json.dumps(res, sort_keys=True, default=str)
+            groups.setdefault(key, (res, []))[1].append(task)
+        limit = self.max_array_size
+        _ensure_descriptors(len(tasks))
+        locks: list[results.ExperimentLock] = []
+        submitted: list[tuple[Task, str]] = []
+        batches: list[tuple[dict[str, Any], list[Task]]] = []
+        try:
+            claimed = {id(t) for t in self._claim(tasks, locks)}
+            for res, group_tasks in groups.values():
+                mine = [t for t in group_tasks if id(t) in claimed]
+                batches.extend((res, mine[i : i + limit]) for i in range(0, len(mine), limit))
+            try:
+                for res, batch in batches:
+                    submitted.extend(self._submit(res, batch))
+                for task, job_id in submitted:
+                    execution.record_submitted(task, self.ctx, job_id, self._log_members(job_id))
+            except BaseException:
+                if submitted:  # nothing may stay submitted: none of them is marked
+                    self._withdraw({_base_id(j) for _, j in submitted})
+                raise
+        finally:
+            for lock in locks:
+                lock.release()
+        for task, job_id in submitted:
+            self.job_ids[task.name] = job_id
+            self._pending[job_id] = task
+        logger.info(
+            "submitted %d experiments as %d SLURM jobs/arrays: %s",
+            len(submitted),
+            len(batches),
+            " ".join(self.arrays),
+        )
+
+    def _claim(self, tasks: Sequence[Task], locks: list[results.ExperimentLock]) -> list[Task]:
+        """Take each task's lock; busy or finished ones are reported at once, not submitted."""
+        claimed = []
+        for task in tasks:
+            existed = results.ensure_folder(task.folder)
+            lock = results.ExperimentLock(task.folder)
+            if not lock.acquire():
+                self._reports.append(Finished(task, TaskResult(task.name, BUSY)))
+                continue
+            locks.append(lock)
+            if existed and not task.force and results.read_status(task.folder) == results.DONE:
+                self._reports.append(Finished(task, TaskResult(task.name, SKIPPED)))
+                continue
+            claimed.append(task)
+        return claimed
+
+    def _executor(self, res: Mapping[str, Any]) -> Any:
+        key = json.dumps(res, sort_keys=True, default=str)
+        executor = self._executors.get(key)
+        if executor is None:
+            try:
+                executor = submitit.SlurmExecutor(
+                    folder=self.folder, max_num_timeout=int(res["max_requeues"])
+                )
+                executor.update_parameters(**_sbatch_parameters(res, self.ctx.group))
+            except (RuntimeError, ValueError) as exc:
+                raise BackendError(f"SLURM: {_one_line(str(exc))}") from None
+            self._executors[key] = executor
+        return executor
+
+    def _submit(self, res: Mapping[str, Any], batch: list[Task]) -> list[tuple[Task, str]]:
+        """One sbatch: an array (or a plain job for one task); job ids in task order."""
+        executor = self._executor(res)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        before = set(os.listdir(self.folder))
+        calls = [SlurmTask(task, self.ctx, int(res["max_requeues"])) for task in batch]
+        try:
+            # submitit prints sbatch's stderr itself; the error we raise carries it.
+            with contextlib.redirect_stderr(io.StringIO()):
+                jobs = executor.submit_array(calls)
+        except submitit_utils.FailedJobError as exc:
+            self._remove_leftovers(before)
+            raise BackendError(f"sbatch: {_one_line(str(exc))}") from None
+        except Exception as exc:
+            self._remove_leftovers(before)
+            raise BackendError(f"sbatch: {type(exc).__name__}: {_one_line(str(exc))}") from None
+        self.sbatch_calls += 1
+        ids = [str(job.job_id) for job in jobs]
+        self.arrays.append(_base_id(ids[0]))
+        return list(zip(batch, ids, strict=True))
+
+    def _remove_leftovers(self, before: set[str]) -> None:
+        """Delete the pickles and sbatch script a failed submission left behind."""
+        for name in set(os.listdir(self.folder)) - before:
+            path = self.folder / name
+            if not path.is_symlink() and (
+                name.startswith(".submission_file_") or name.endswith(".pkl")
+            ):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def _withdraw(self, bases: set[str]) -> None:
+        """Cancel jobs this call submitted (their tasks wait for our locks) and drop their files."""
+        try:
+            cancel_jobs(bases)
+        except BackendError as exc:
+            logger.error("could not cancel SLURM jobs %s: %s", " ".join(sorted(bases)), exc)
+            return
+        names = os.listdir(self.folder)
+        for name in names:
+            if name.split("_", 1)[0] in bases:
+                with contextlib.suppress(OSError):
+                    (self.folder / name).unlink()
+        for name in names:  # submitit's links to the scripts just deleted
+            path = self.folder / name
+            if name.startswith(".submission_file_") and path.is_symlink() and not path.exists():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    def _log_members(self, job_id: str) -> str:
+        paths = submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0)
+        return (
+            f'"slurm_stdout": {json.dumps(str(paths.stdout))}, '
+            f'"slurm_stderr": {json.dumps(str(paths.stderr))}'
+        )
+
+    # -- waiting ------------------------------------------------------------------------
+    def early_reports(self) -> Iterator[Report]:
+        """What start() settled without SLURM (running elsewhere, done meanwhile)."""
+        while self._reports:
+            yield self._reports.pop(0)
+
+    def reports(self) -> Iterator[Report]:
+        yield from self.early_reports()
+        while self._pending:
+            yield from self._collect_results()
+            if self._stopping or not self._pending:
+                return
+            now = time.monotonic()
+            if now >= self._next_query:
+                self._next_query = now + self.poll_interval_s
+                yield from self._collect_lost()
+                if not self._pending:
+                    return
+            if self.ticker:
+                self.ticker()
+            wait = min(_RESULT_CHECK_S, self.poll_interval_s, self._next_query - time.monotonic())
+            time.sleep(max(0.01, wait))
+
+    def _result_path(self, job_id: str) -> Path:
+        return submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0).result_pickle
+
+    def _collect_results(self) -> Iterator[Report]:
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return
+        for name in names:
+            if name.endswith("_0_result.pkl"):
+                job_id = name[: -len("_0_result.pkl")]
+                if job_id in self._pending:
+                    yield self._report(job_id)
+
+    def _report(self, job_id: str, state: str | None = None) -> Report:
+        """The report of a job whose result file exists, or (state given) that ended without."""
+        task = self._pending.pop(job_id)
+        self._ended.pop(job_id, None)
+        if state is not None:
+            logger.warning("[%s] SLURM job %s ended %s without a result", task.name, job_id, state)
+            return Lost(task, None, None, state)
+        try:
+            outcome, value = submitit_utils.pickle_load(self._result_path(job_id))
+        except Exception as exc:
+            logger.error("[%s] unreadable result of SLURM job %s: %s", task.name, job_id, exc)
+            return Lost(task, None, None, "FAILED")
+        if outcome == "success" and isinstance(value, TaskResult):
+            # The metafile holds the outcome; the pickles (task in, result out) have served.
+            paths = submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0)
+            for path in (paths.submitted_pickle, paths.result_pickle):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            return Finished(task, value)
+        tail = str(value).strip().splitlines()[-1:] or ["?"]
+        paths = submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0)
+        logger.error(
+            "[%s] SLURM job %s failed outside the experiment: %s (see %s)",
+            task.name,
+            job_id,
+            tail[0],
+            paths.stderr,
+        )
+        return Lost(task, None, None, "FAILED")
+
+    def _collect_lost(self) -> Iterator[Report]:
+        """One sacct call for all pending jobs; a job that ended without a result is Lost.
+
+        Its result file is looked for once more after sacct answered (a job writes it
+        before it ends) and, for shared filesystems that cache directory entries, the
+        job must be seen ended on two polls in a row.
+        """
+        self.sacct_calls += 1
+        try:
+            states = query_states(self._pending)
+        except BackendError as exc:
+            logger.warning("cannot query SLURM job states (will retry): %s", exc)
+            return
+        with contextlib.suppress(OSError):  # make NFS revalidate the folder's entries
+            os.utime(self.folder)
+        for job_id in list(self._pending):
+            state = states.get(job_id)
+            if state is None or state not in TERMINAL_STATES:
+                self._ended.pop(job_id, None)
+                continue
+            if self._result_path(job_id).exists():
+                yield self._report(job_id)
+            elif job_id in self._ended:
+                yield self._report(job_id, state)
+            else:
+                self._ended[job_id] = state
+
+    def interrupt(self) -> None:
+        """Stop waiting; the jobs keep running (cancel them with :meth:`cancel`)."""
+        self._stopping = True
+
+    def cancel(self, job_ids: Iterable[str] | None = None) -> None:
+        """``scancel`` the given jobs, by default every job of this backend not reported yet."""
+        cancel_jobs(self._pending if job_ids is None else job_ids)
+
+    def close(self) -> None:
+        """Nothing to stop: submitted jobs run on without this process."""
+
+
+def _ensure_descriptors(n: int) -> None:
+    """Make room for ``n`` lock descriptors held at once, or raise BackendError."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = n + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            raise BackendError(
+                f"submitting {n} experiments at once needs {needed} open files, but the limit "
+                f"is {hard}; select fewer experiments per run"
+            )
