@@ -307,6 +307,8 @@ def test_definition_errors() -> None:
         xh.command("train", env={"A=B": "1"})
     with pytest.raises(ExperimentDefinitionError, match="positional field"):
         xh.command("train {}")
+    with pytest.raises(ExperimentDefinitionError, match="No closing quotation"):
+        xh.command("train 'open", shell=False)
     with pytest.raises(ExperimentDefinitionError, match=r"uses \{lr\}, which no parameter sets"):
         xh.command("train --lr {lr}")()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTS, meta, wait_until, write_run_py
+from conftest import TESTS, meta, run_py, wait_until, write_run_py
 from slurm_support import SlurmCluster
 
 RUN = """
@@ -45,15 +45,7 @@ def project(tmp_path: Path, slurm_cluster: SlurmCluster) -> Path:
 
 def cli(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     # the node imports the tests' experiment module like the runner does
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
-    return subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_py(folder, *args, timeout=timeout, env=dict(os.environ, PYTHONPATH=str(TESTS)))
 
 
 def popen(folder: Path, *args: str) -> subprocess.Popen[str]:
@@ -202,3 +194,90 @@ def test_python_api_on_slurm(
     assert summary.exit_code == 0 and summary["x"].status == "success"
     data: dict[str, Any] = meta(project / "results/api/x")
     assert data["backend"] == "slurm" and data["slurm_job_id"]
+
+
+SLACK_RUN = """
+g = xh.ParametrizedExperiments("s", {
+    "warns": ex.logs_levels,
+    "ok": partial(ex.no_config, value=3),
+    "bad": ex.raises,
+})
+"""
+TOKEN = "xoxb-9999-8888-SLURMSECRETbeef"
+
+
+def _slack_project(tmp_path: Path, cluster: SlurmCluster, base_url: str) -> None:
+    write_run_py(tmp_path, SLACK_RUN)
+    (tmp_path / "config.py").write_text(
+        "class Config:\n"
+        f"    slurm_partition = {cluster.partition!r}\n"
+        "    slurm_poll_interval_s = 0.5\n"
+        f"    slacktoken = {TOKEN!r}\n"  # in the config: it must not reach the pickles
+        "    slackchannel = 'C0SLURM'\n"
+        f"    slack_base_url = {base_url!r}\n"
+    )
+
+
+def _no_token_anywhere(tmp_path: Path, *outputs: str) -> None:
+    for path in (tmp_path / "results").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    for text in outputs:
+        assert TOKEN not in text
+
+
+def test_slack_thread_of_a_slurm_run(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    from slack_server import fake_slack
+
+    with fake_slack() as slack:
+        _slack_project(tmp_path, slurm_cluster, slack.base_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XHELPERS_SLACK_")}
+        proc = run_py(tmp_path, "s", "--slurm", env=dict(env, PYTHONPATH=str(TESTS)))
+        assert proc.returncode == 1, proc.stderr
+        requests = slack.posted
+        top = requests[0]
+        assert top.thread_ts is None and "*s* started" in (top.text or "")
+        assert "slurm" in (top.text or "")
+        replies = requests[1:]
+        assert replies and all(r.thread_ts == top.ts for r in replies)
+        texts = "\n".join(r.text or "" for r in replies)
+        # posted by the SLURM tasks themselves, from the node, into the same thread
+        assert "[warns] WARNING a warning line" in texts
+        assert "[bad] ERROR failed: ValueError: bad value" in texts
+        summary = replies[-1]
+        assert summary.reply_broadcast and "s: 2 succeeded, 0 skipped, 1 failed" in (
+            summary.text or ""
+        )
+        assert all(r.token == TOKEN for r in requests)
+        _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
+
+
+def test_slack_no_wait_tasks_post_their_outcomes(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    from slack_server import fake_slack
+
+    with fake_slack() as slack:
+        _slack_project(tmp_path, slurm_cluster, slack.base_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XHELPERS_SLACK_")}
+        proc = run_py(tmp_path, "s", "--no-wait", env=dict(env, PYTHONPATH=str(TESTS)))
+        assert proc.returncode == 0, proc.stderr
+        top = slack.wait_requests(1)[0]
+
+        def outcomes(requests: list[Any]) -> set[str]:
+            return {
+                name
+                for r in requests
+                for name in ("ok", "bad", "warns")
+                if r.thread_ts == top.ts
+                and f"[{name}]" in (r.text or "")
+                and "WARNING" not in (r.text or "")
+                and "ERROR" not in (r.text or "")
+            }
+
+        slack.wait_for(
+            lambda rs: outcomes(rs) == {"ok", "bad", "warns"},
+            timeout=120,
+            what="each task's own outcome in the thread",
+        )
+        _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)

@@ -139,6 +139,11 @@ class Command(functools.partial):  # type: ignore[type-arg]
             )
         if not isinstance(shell, bool):
             raise ExperimentDefinitionError(f"command {template!r}: shell must be True or False")
+        if not shell:
+            try:
+                shlex.split(template)
+            except ValueError as exc:
+                raise ExperimentDefinitionError(f"command {template!r}: {exc}") from None
         self = super().__new__(cls, command, template, **params)
         self.template = template
         self.env = _env(template, env)

@@ -85,6 +85,8 @@ class RunContext:
     # The run's Slack thread, {"channel", "thread_ts"} (never the token), for tasks that
     # post into it themselves (SLURM; see xhelpers.notify.task_thread). None: no Slack.
     slack_thread: dict[str, str] | None = None
+    # False with SLURM --no-wait: nobody collects outcomes, so each task posts its own.
+    submitter_waits: bool = True
 
 
 @dataclass(slots=True)

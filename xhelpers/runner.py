@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import results
@@ -288,6 +288,11 @@ def _execute(
                 group.resources_of(name),
             )
         )
+    if backend_name != "local":  # tasks are pickled into the result tree: no secrets there
+        config = _without_token(config)
+        tasks = [
+            t if t.config is None else replace(t, config=_without_token(t.config)) for t in tasks
+        ]
     ctx = RunContext(
         group.name,
         config,
@@ -296,6 +301,7 @@ def _execute(
         post_mortem=options.post_mortem,
         # SLURM tasks post into the run's thread themselves: they need its id first.
         slack_thread=notifier.thread() if notifier and backend_name != "local" else None,
+        submitter_waits=options.wait,
     )
     backend = backend_cls(ctx, jobs=config.jobs)
     show = options.progress
@@ -342,6 +348,15 @@ def _execute(
     if interrupted and any(o.status == QUEUED for o in done.values()):
         _tell_queued(group.name, backend)
     return interrupted
+
+
+def _without_token(config: BaseConfig) -> BaseConfig:
+    """``config`` without its Slack token, which then reaches SLURM jobs through the
+    environment (sbatch passes it on) instead of the pickles under the result tree."""
+    if config.slacktoken is None:
+        return config
+    os.environ.setdefault("XHELPERS_SLACK_TOKEN", config.slacktoken.get_secret_value())
+    return config.model_copy(update={"slacktoken": None})
 
 
 def _tell_queued(group: str, backend: Any) -> None:

@@ -54,7 +54,11 @@ class LocalBackend(Backend):
     def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
         super().__init__(ctx, jobs=jobs)
         self._mp = multiprocessing.get_context(ctx.config.start_method)
-        self._console_level = logging.getLevelName(ctx.config.loglevel)
+        # Workers forward what the console or Slack may show, whichever wants more.
+        self._console_level = min(
+            logging.getLevelName(ctx.config.loglevel),
+            logging.getLevelName(ctx.config.slack_loglevel),
+        )
         self._pending: deque[Task] = deque()
         self._workers: list[_Worker] = []
         self._stopping = False
