@@ -281,3 +281,47 @@ def test_slack_no_wait_tasks_post_their_outcomes(
             what="each task's own outcome in the thread",
         )
         _no_token_anywhere(tmp_path, proc.stdout, proc.stderr)
+
+
+STEP = """
+import os, sys, time
+n = int(open("ckpt.txt").read()) if os.path.exists("ckpt.txt") else 0
+with open("ckpt.txt", "w") as f:
+    f.write(str(n + 1))
+print("run", n + 1, "lr", sys.argv[1], flush=True)
+if n == 0:  # the first run waits to be signalled (a stand-in for a time limit)
+    open("waiting", "w").close()
+    while True:
+        time.sleep(0.05)
+print("resumed from checkpoint", n, flush=True)
+"""
+
+
+def test_command_experiment_requeued_and_resumed_on_slurm(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    (tmp_path / "step.py").write_text(STEP)
+    write_run_py(
+        tmp_path,
+        """
+g = xh.ParametrizedExperiments("cmd", xh.grid(
+    xh.command("python {here}/step.py {lr}"), "lr={lr}", lr=[0.5]))
+""",
+    )
+    (tmp_path / "config.py").write_text(
+        "class Config:\n"
+        f"    slurm_partition = {slurm_cluster.partition!r}\n"
+        "    slurm_poll_interval_s = 0.5\n"
+    )
+    proc = popen(tmp_path, "cmd", "--slurm")
+    folder = tmp_path / "results/cmd/lr=0.5"
+    wait_until(lambda: (folder / "waiting").exists(), timeout=90, what="the command's first run")
+    job = meta(folder)["slurm_job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # as before a time limit
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, (out, err)
+    data = meta(folder)
+    assert data["status"] == "success" and data["attempts"] == 2
+    assert (folder / "ckpt.txt").read_text() == "2"
+    log = (folder / "experiment.log").read_text()
+    assert "run 1 lr 0.5" in log and "resumed from checkpoint 1" in log
