@@ -37,7 +37,8 @@ from xhelpers import results
 from xhelpers.backends import Finished
 from xhelpers.backends.slurm import SlurmBackend, cancel_jobs
 from xhelpers.config import BaseConfig
-from xhelpers.execution import RunContext, Task, describe
+from xhelpers.execution import RunContext, Task
+from xhelpers.fingerprints import describe
 
 SBATCH_CALLS = 0
 

@@ -75,7 +75,7 @@ def main() -> None:
         for name, fn in fns.items():
             folder = os.path.join(root, "big", name)
             os.makedirs(folder)
-            fp = xh.execution.fingerprint(fn)
+            fp = xh.fingerprints.fingerprint(fn)
             path = os.path.join(folder, METAFILE)
             with open(path, "w") as f:
                 f.write(encode_metafile("success", f'"fingerprint": "{fp}", {body}'))

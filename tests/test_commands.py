@@ -18,7 +18,7 @@ from conftest import meta, pid_alive, wait_until, write_run_py
 
 import xhelpers as xh
 from xhelpers.errors import CommandError, ExperimentDefinitionError
-from xhelpers.execution import fingerprint
+from xhelpers.fingerprints import fingerprint
 
 PY = sys.executable
 

@@ -14,7 +14,7 @@ from experiments import write_param
 
 import xhelpers as xh
 from xhelpers.errors import ExperimentDefinitionError
-from xhelpers.execution import fingerprint
+from xhelpers.fingerprints import fingerprint
 from xhelpers.grids import render_value
 
 

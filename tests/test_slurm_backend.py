@@ -21,13 +21,14 @@ import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from slurm_support import SlurmCluster  # the slurm_cluster fixture is in conftest.py
 
-from xhelpers import execution, results
+from xhelpers import execution, records, results
 from xhelpers.backends import Finished, Lost, Report, get_backend
 from xhelpers.backends import slurm as slurm_mod
 from xhelpers.backends.slurm import SlurmBackend
 from xhelpers.config import BaseConfig
 from xhelpers.errors import BackendError
-from xhelpers.execution import RunContext, Task, describe
+from xhelpers.execution import RunContext, Task
+from xhelpers.fingerprints import describe
 
 # The experiments below live in this test module, which the node cannot import:
 # ship them by value.
@@ -248,7 +249,7 @@ def test_mixed_group(
     assert (lost.pid, lost.exitcode, lost.why) == (None, None, "CANCELLED")
     # What the runner then records (record_lost's SLURM hook: the metafile of that job).
     assert meta(config, "cancelled")["status"] == results.RUNNING
-    assert execution.record_lost(
+    assert records.record_lost(
         lost.task,
         backend.ctx,
         None,
@@ -282,7 +283,7 @@ def test_cancelled_before_any_task_started(
     )
     for task in tasks:  # the runner turns the `submitted` markers into `interrupted`
         assert meta(config, task.name)["status"] == results.SUBMITTED
-        assert execution.record_lost(
+        assert records.record_lost(
             task,
             backend.ctx,
             None,
@@ -567,7 +568,7 @@ def test_node_waits_for_the_submitter(tmp_path: Path) -> None:
     results.ensure_folder(task.folder)
     lock = results.ExperimentLock(task.folder)
     assert lock.acquire()  # the submitter: lock, submit, mark, release
-    execution.record_submitted(task, ctx, "5_1")
+    records.record_submitted(task, ctx, "5_1")
     node_ctx = dataclasses.replace(ctx, job_id="5_1")
     out: list[execution.TaskResult] = []
     thread = threading.Thread(target=lambda: out.append(execution.execute(task, node_ctx)))
@@ -599,8 +600,8 @@ def test_node_does_not_wait_for_another_runner(tmp_path: Path) -> None:
 def test_record_lost_replaces_a_submitted_marker_of_that_job(tmp_path: Path) -> None:
     task, ctx = _local_task(tmp_path, functools.partial(double, 3))
     results.ensure_folder(task.folder)
-    execution.record_submitted(task, ctx, "7_0")
+    records.record_submitted(task, ctx, "7_0")
     error = {"type": "Interrupted", "message": "CANCELLED"}
-    assert not execution.record_lost(task, ctx, None, "x", error, "interrupted", job_id="8_0")
-    assert execution.record_lost(task, ctx, None, "x", error, "interrupted", job_id="7_0")
+    assert not records.record_lost(task, ctx, None, "x", error, "interrupted", job_id="8_0")
+    assert records.record_lost(task, ctx, None, "x", error, "interrupted", job_id="7_0")
     assert (results.read_metafile(task.folder) or {})["status"] == results.INTERRUPTED

@@ -9,13 +9,9 @@ metafile: ``running`` first, then how it ended. Backends never write metafiles.
 from __future__ import annotations
 
 import fnmatch
-import functools
-import hashlib
-import inspect
 import json
 import logging
 import os
-import signal
 import sys
 import time
 import traceback
@@ -25,6 +21,7 @@ from typing import Any
 
 from . import results
 from .config import BaseConfig
+from .fingerprints import qualname
 from .logs import experiment_logging
 
 __all__ = [
@@ -35,15 +32,9 @@ __all__ = [
     "Task",
     "TaskResult",
     "current_experiment",
-    "describe",
     "execute",
     "expect_requeue",
-    "fingerprint",
-    "lost_error",
     "on_interrupt_signal",
-    "record_ended",
-    "record_lost",
-    "record_submitted",
     "stop_requested",
 ]
 
@@ -138,121 +129,6 @@ def stop_requested() -> bool:
     return _stop_requested
 
 
-def _now() -> str:
-    """Local time with its UTC offset, ISO 8601, to the millisecond."""
-    # time.localtime is several times cheaper than datetime.now().astimezone(),
-    # and this runs twice per experiment.
-    now = time.time()
-    local = time.localtime(now)
-    offset = local.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    hours, minutes = divmod(abs(offset), 60)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", local)
-        + f".{int(now % 1 * 1000):03d}{sign}{hours:02d}:{minutes:02d}"
-    )
-
-
-@functools.cache
-def _accepts_config(func: Callable[..., Any]) -> bool:
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-    p = params.get("config")
-    return p is not None and p.kind is not inspect.Parameter.POSITIONAL_ONLY
-
-
-def _canonical(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _canonical(v) for k, v in sorted(value.items())}
-    if isinstance(value, functools.partial):
-        return {
-            "partial": _qualname(value.func),
-            "args": _canonical(value.args),
-            "kwargs": _canonical(value.keywords),
-        }
-    if callable(value) and hasattr(value, "__qualname__"):
-        return {"callable": _qualname(value)}
-    text = repr(value)
-    if " at 0x" in text:  # a default repr holds an address that changes every run
-        return {"object": _qualname(type(value))}
-    return {"repr": text}
-
-
-def _qualname(func: Any) -> str:
-    module = getattr(func, "__module__", None) or "?"
-    if module == "__mp_main__":
-        module = "__main__"
-    name = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}.{name}"
-
-
-def describe(
-    fn: Callable[..., Any], base_config: BaseConfig
-) -> tuple[str, bool, BaseConfig | None]:
-    """Describe an experiment in the main process.
-
-    Returns the JSON members (function, bound arguments, fingerprint), whether it
-    takes ``config=``, and its own config when its partial binds a ``config`` dict
-    (which then updates the run's config for this experiment alone).
-    """
-    func: Any = fn
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
-    if isinstance(fn, functools.partial):
-        func, args, kwargs = fn.func, fn.args, dict(fn.keywords)
-    own_config = None
-    if "config" in kwargs:
-        bound = kwargs["config"]
-        if isinstance(bound, (dict, BaseConfig)):
-            own_config = type(base_config).with_updates(base_config, _as_dict(bound))
-    qualname = _qualname(func)
-    arguments = {"args": [repr(a) for a in args], "kwargs": {k: repr(v) for k, v in kwargs.items()}}
-    # The fingerprint comes first: the metafile's head holds status and fingerprint, so
-    # a stale result is found by reading a few bytes.
-    members = (
-        f'"fingerprint": "{_fingerprint(qualname, args, kwargs)}", '
-        f'"function": {json.dumps(qualname)}, "arguments": {json.dumps(arguments)}'
-    )
-    return members, _accepts_config(func), own_config
-
-
-def fingerprint(fn: Callable[..., Any]) -> str:
-    """A short hash of what an experiment is: its function and bound arguments.
-
-    Equal definitions give equal fingerprints in every process and run; a result
-    whose fingerprint differs from its experiment's current one is stale.
-    """
-    if isinstance(fn, functools.partial):
-        return _fingerprint(_qualname(fn.func), fn.args, fn.keywords)
-    return _fingerprint(_qualname(fn), (), {})
-
-
-def _fingerprint(qualname: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    try:  # plain values (the common case): JSON as they are, no canonical copy
-        text = json.dumps(
-            [qualname, args, kwargs], sort_keys=True, separators=(",", ":"), allow_nan=True
-        )
-    except (TypeError, ValueError):
-        text = json.dumps(
-            [qualname, _canonical(list(args)), _canonical(kwargs)],
-            sort_keys=True,
-            separators=(",", ":"),
-        )
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def _as_dict(config: dict[str, Any] | BaseConfig) -> dict[str, Any]:
-    if isinstance(config, BaseConfig):
-        return {k: getattr(config, k) for k in config.model_fields_set}
-    return config
-
-
 _process_info: tuple[int, str] | None = None
 
 
@@ -276,7 +152,7 @@ def _error_members(exc: BaseException) -> tuple[str, str]:
         }
     else:
         message = str(exc)
-        error = {"type": _qualname(type(exc)).removeprefix("builtins."), "message": message}
+        error = {"type": qualname(type(exc)).removeprefix("builtins."), "message": message}
     # Start at the experiment's own frame: ours above it only adds noise.
     tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
     error["traceback"] = "".join(traceback.format_exception(type(exc), exc, tb))
@@ -315,7 +191,7 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
         config = task.config or ctx.config
         head = (
             f'{task.description}, "group": {json.dumps(ctx.group)}, '
-            f'"name": {json.dumps(task.name)}, "started": "{_now()}", {_process_members()}, '
+            f'"name": {json.dumps(task.name)}, "started": "{results.now()}", {_process_members()}, '
             f'"runs": {runs}, {ctx.run_info}'
         )
         if resumed:
@@ -359,7 +235,7 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
             )
         except _requeue_exit() as exc:  # SLURM hook (see expect_requeue); matches nothing locally
             status, interrupted = results.SUBMITTED, exc
-            returned = f', "requeued": "{_now()}"'
+            returned = f', "requeued": "{results.now()}"'
             logger.warning("requeued by SLURM: this run stops here and resumes later")
         except BaseException as exc:
             status = results.FAILED
@@ -378,7 +254,7 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
             _current = None
             duration = time.perf_counter() - start
             os.chdir(cwd)
-    body = f'{head}, "ended": "{_now()}", "duration": {duration:.6f}{returned}'
+    body = f'{head}, "ended": "{results.now()}", "duration": {duration:.6f}{returned}'
     if error_json is not None:
         body += f', "error": {error_json}'
     results.write_metafile(folder, results.encode_metafile(status, body))
@@ -439,32 +315,6 @@ def _wait_for_submitter(lock: results.ExperimentLock, folder: str, job_id: str) 
     return False
 
 
-def record_submitted(task: Task, ctx: RunContext, job_id: str, members: str = "") -> None:
-    """Mark an experiment ``submitted`` as SLURM job ``job_id``; the caller holds its lock.
-
-    The submitter takes the lock of every experiment before it submits, writes this
-    marker once the job ids are known, then releases the locks. A job that starts
-    meanwhile waits for the lock (RunContext.job_id), so the marker can never replace
-    the job's own status, and the submitter holds no lock while the job runs.
-    ``members`` are extra JSON members (e.g. the job's log files).
-    """
-    previous = results.read_metafile(task.folder)
-    runs = 0  # runs so far; execute counts this one on top
-    if previous is not None:
-        if previous.get("status") == results.SUBMITTED:
-            runs = int(previous.get("runs") or 0)
-        else:
-            runs = int(previous.get("runs") or 1)
-    body = (
-        f'{task.description}, "group": {json.dumps(ctx.group)}, '
-        f'"name": {json.dumps(task.name)}, "submitted": "{_now()}", '
-        f'"slurm_job_id": {json.dumps(job_id)}, "runs": {runs}, {ctx.run_info}'
-    )
-    if members:
-        body += ", " + members
-    results.write_metafile(task.folder, results.encode_metafile(results.SUBMITTED, body))
-
-
 def _checkpoints(folder: str, patterns: list[str]) -> list[str]:
     if not patterns:
         return []
@@ -473,76 +323,3 @@ def _checkpoints(folder: str, patterns: list[str]) -> list[str]:
     except OSError:
         return []
     return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
-
-
-def lost_error(exitcode: int | None, why: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Describe a process that died under an experiment (segfault, kill, os._exit)."""
-    if why:
-        return why, {"type": "Interrupted", "message": why}
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        message = f"worker process killed by {name} ({-exitcode})"
-        return message, {"type": "WorkerDied", "message": message, "signal": -exitcode}
-    message = f"worker process exited with code {exitcode} (os._exit?)"
-    return message, {"type": "WorkerDied", "message": message, "exit_code": exitcode}
-
-
-def record_lost(
-    task: Task,
-    ctx: RunContext,
-    pid: int | None,
-    message: str,
-    error: dict[str, Any],
-    status: str,
-    job_id: str | None = None,
-) -> bool:
-    """Record an experiment whose process died under it; True if the metafile was written.
-
-    Only a ``running`` metafile of that very process is replaced, under the lock, so
-    an experiment that finished just before its process died keeps its result, and
-    one another runner picked up since is left to it. With ``job_id`` (SLURM: a job
-    that ended without a result), a ``running`` or ``submitted`` metafile of that job.
-    """
-    return record_ended(task.folder, status, error, pid=pid, job_id=job_id)
-
-
-def record_ended(
-    folder: str,
-    status: str,
-    error: dict[str, Any],
-    *,
-    pid: int | None = None,
-    job_id: str | None = None,
-    wait_s: float = 5.0,
-) -> bool:
-    """Replace an unfinished metafile (``running``, or ``submitted`` with ``job_id``) by
-    ``status`` with ``error``, under the lock; waits up to ``wait_s`` for the lock."""
-    lock = results.ExperimentLock(folder)
-    deadline = time.monotonic() + wait_s
-    while not lock.acquire():  # the dead process' children may hold it for a moment
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    try:
-        meta = results.read_metafile(folder)
-        if meta is None:
-            return False
-        if job_id is not None:  # SLURM: the job may have died pending or running
-            if meta.get("status") not in (results.RUNNING, results.SUBMITTED):
-                return False
-            if meta.get("slurm_job_id") != job_id:
-                return False
-        elif meta.get("status") != results.RUNNING:
-            return False
-        if pid is not None and meta.get("pid") != pid:
-            return False
-        meta["status"] = status
-        meta["ended"] = _now()
-        meta["error"] = error
-        results.write_metafile(folder, meta)
-        return True
-    finally:
-        lock.release()

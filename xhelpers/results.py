@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "experiment_folder",
     "has_metafile",
     "is_locked",
+    "now",
     "read_heads",
     "read_metafile",
     "read_status",
@@ -57,6 +59,21 @@ _HEAD = b'{"status": "'
 _HEAD_LEN = len(_HEAD)
 _FP = b'", "fingerprint": "'
 _FP_LEN = len(_FP)
+
+
+def now() -> str:
+    """Local time with its UTC offset, ISO 8601, to the millisecond."""
+    # time.localtime is several times cheaper than datetime.now().astimezone(),
+    # and this runs twice per experiment.
+    now = time.time()
+    local = time.localtime(now)
+    offset = local.tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    hours, minutes = divmod(abs(offset), 60)
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", local)
+        + f".{int(now % 1 * 1000):03d}{sign}{hours:02d}:{minutes:02d}"
+    )
 
 
 def experiment_folder(output_directory: str | os.PathLike[str], group: str, name: str) -> str:

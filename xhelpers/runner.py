@@ -20,9 +20,11 @@ from . import results
 from ._version import __version__
 from .backends import Finished, Report, get_backend
 from .config import BaseConfig, resolve_config
-from .execution import RunContext, Task, describe, fingerprint, lost_error, record_lost
+from .execution import RunContext, Task
+from .fingerprints import describe, fingerprint
 from .logs import console_logging
 from .progress import Progress
+from .records import lost_error, record_lost
 from .summary import (
     BUSY,
     NOT_STARTED,

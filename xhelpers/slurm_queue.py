@@ -215,7 +215,7 @@ def cancel_experiments(folders: Mapping[str, str]) -> tuple[list[str], list[str]
     Returns the job ids cancelled and the names marked. A running job's experiment is
     marked once its process has let go of the lock (SLURM kills it after KillWait).
     """
-    from .execution import record_ended
+    from .records import record_ended
 
     jobs = jobs_of(folders)
     if not jobs:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import results
 from .config import BaseConfig, resolve_config
-from .execution import fingerprint
+from .fingerprints import fingerprint
 from .logs import EXPERIMENT_LOG
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ folder, logging and metafile, which also holds ``slurm_job_id``, ``node``,
 
 The ``submitted`` marker: :meth:`SlurmBackend.start` takes the lock of every task
 before it submits, writes each task's ``submitted`` metafile with its job id (through
-the core's :func:`~xhelpers.execution.record_submitted`) and only then releases the
+the core's :func:`~xhelpers.records.record_submitted`) and only then releases the
 locks. A task that starts meanwhile waits for its lock (bounded), so its own status is
 never overwritten, and the submitter holds no lock while tasks run. An ``sbatch``
 failure cancels whatever this call already submitted and raises
@@ -44,7 +44,7 @@ import submitit
 from submitit.core import utils as submitit_utils
 from submitit.slurm import slurm as submitit_slurm
 
-from .. import execution, results
+from .. import execution, records, results
 from ..config import RESOURCE_KEYS, BaseConfig
 from ..errors import BackendError
 from ..execution import BUSY, SKIPPED, RunContext, Task, TaskResult, execute
@@ -269,7 +269,7 @@ class SlurmBackend(Backend):
                 for res, batch in batches:
                     submitted.extend(self._submit(res, batch))
                 for task, job_id in submitted:
-                    execution.record_submitted(task, self.ctx, job_id, self._log_members(job_id))
+                    records.record_submitted(task, self.ctx, job_id, self._log_members(job_id))
             except BaseException:
                 if submitted:  # nothing may stay submitted: none of them is marked
                     self._withdraw({_base_id(j) for _, j in submitted})

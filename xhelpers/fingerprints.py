@@ -1,0 +1,119 @@
+"""What an experiment is: its function and bound arguments, described and fingerprinted.
+
+Computed in the main process for every experiment to run (the metafile's
+``fingerprint``, ``function`` and ``arguments``), and for every finished one when a run
+or ``-l`` checks for stale results, so the common case is kept cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+from .config import BaseConfig
+
+__all__ = ["describe", "fingerprint", "qualname"]
+
+
+@functools.cache
+def _accepts_config(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get("config")
+    return p is not None and p.kind is not inspect.Parameter.POSITIONAL_ONLY
+
+
+def _canonical(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, functools.partial):
+        return {
+            "partial": qualname(value.func),
+            "args": _canonical(value.args),
+            "kwargs": _canonical(value.keywords),
+        }
+    if callable(value) and hasattr(value, "__qualname__"):
+        return {"callable": qualname(value)}
+    text = repr(value)
+    if " at 0x" in text:  # a default repr holds an address that changes every run
+        return {"object": qualname(type(value))}
+    return {"repr": text}
+
+
+def qualname(func: Any) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    if module == "__mp_main__":
+        module = "__main__"
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}"
+
+
+def describe(
+    fn: Callable[..., Any], base_config: BaseConfig
+) -> tuple[str, bool, BaseConfig | None]:
+    """Describe an experiment in the main process.
+
+    Returns the JSON members (function, bound arguments, fingerprint), whether it
+    takes ``config=``, and its own config when its partial binds a ``config`` dict
+    (which then updates the run's config for this experiment alone).
+    """
+    func: Any = fn
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if isinstance(fn, functools.partial):
+        func, args, kwargs = fn.func, fn.args, dict(fn.keywords)
+    own_config = None
+    if "config" in kwargs:
+        bound = kwargs["config"]
+        if isinstance(bound, (dict, BaseConfig)):
+            own_config = type(base_config).with_updates(base_config, _as_dict(bound))
+    name = qualname(func)
+    arguments = {"args": [repr(a) for a in args], "kwargs": {k: repr(v) for k, v in kwargs.items()}}
+    # The fingerprint comes first: the metafile's head holds status and fingerprint, so
+    # a stale result is found by reading a few bytes.
+    members = (
+        f'"fingerprint": "{_fingerprint(name, args, kwargs)}", '
+        f'"function": {json.dumps(name)}, "arguments": {json.dumps(arguments)}'
+    )
+    return members, _accepts_config(func), own_config
+
+
+def fingerprint(fn: Callable[..., Any]) -> str:
+    """A short hash of what an experiment is: its function and bound arguments.
+
+    Equal definitions give equal fingerprints in every process and run; a result
+    whose fingerprint differs from its experiment's current one is stale.
+    """
+    if isinstance(fn, functools.partial):
+        return _fingerprint(qualname(fn.func), fn.args, fn.keywords)
+    return _fingerprint(qualname(fn), (), {})
+
+
+def _fingerprint(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    try:  # plain values (the common case): JSON as they are, no canonical copy
+        text = json.dumps(
+            [name, args, kwargs], sort_keys=True, separators=(",", ":"), allow_nan=True
+        )
+    except (TypeError, ValueError):
+        text = json.dumps(
+            [name, _canonical(list(args)), _canonical(kwargs)],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _as_dict(config: dict[str, Any] | BaseConfig) -> dict[str, Any]:
+    if isinstance(config, BaseConfig):
+        return {k: getattr(config, k) for k in config.model_fields_set}
+    return config

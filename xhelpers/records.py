@@ -1,0 +1,118 @@
+"""Metafile updates made for an experiment from outside its own run.
+
+``execute`` records an experiment's own run. These record what it cannot: that its
+process died under it (recorded by the runner), that its SLURM job ended without a
+word or was cancelled, and that it was submitted to SLURM (the ``submitted`` marker).
+Each replaces only what it is sure of, under the experiment's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+from . import results
+from .execution import RunContext, Task
+
+__all__ = ["lost_error", "record_ended", "record_lost", "record_submitted"]
+
+
+def record_submitted(task: Task, ctx: RunContext, job_id: str, members: str = "") -> None:
+    """Mark an experiment ``submitted`` as SLURM job ``job_id``; the caller holds its lock.
+
+    The submitter takes the lock of every experiment before it submits, writes this
+    marker once the job ids are known, then releases the locks. A job that starts
+    meanwhile waits for the lock (RunContext.job_id), so the marker can never replace
+    the job's own status, and the submitter holds no lock while the job runs.
+    ``members`` are extra JSON members (e.g. the job's log files).
+    """
+    previous = results.read_metafile(task.folder)
+    runs = 0  # runs so far; execute counts this one on top
+    if previous is not None:
+        if previous.get("status") == results.SUBMITTED:
+            runs = int(previous.get("runs") or 0)
+        else:
+            runs = int(previous.get("runs") or 1)
+    body = (
+        f'{task.description}, "group": {json.dumps(ctx.group)}, '
+        f'"name": {json.dumps(task.name)}, "submitted": "{results.now()}", '
+        f'"slurm_job_id": {json.dumps(job_id)}, "runs": {runs}, {ctx.run_info}'
+    )
+    if members:
+        body += ", " + members
+    results.write_metafile(task.folder, results.encode_metafile(results.SUBMITTED, body))
+
+
+def lost_error(exitcode: int | None, why: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Describe a process that died under an experiment (segfault, kill, os._exit)."""
+    if why:
+        return why, {"type": "Interrupted", "message": why}
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        message = f"worker process killed by {name} ({-exitcode})"
+        return message, {"type": "WorkerDied", "message": message, "signal": -exitcode}
+    message = f"worker process exited with code {exitcode} (os._exit?)"
+    return message, {"type": "WorkerDied", "message": message, "exit_code": exitcode}
+
+
+def record_lost(
+    task: Task,
+    ctx: RunContext,
+    pid: int | None,
+    message: str,
+    error: dict[str, Any],
+    status: str,
+    job_id: str | None = None,
+) -> bool:
+    """Record an experiment whose process died under it; True if the metafile was written.
+
+    Only a ``running`` metafile of that very process is replaced, under the lock, so
+    an experiment that finished just before its process died keeps its result, and
+    one another runner picked up since is left to it. With ``job_id`` (SLURM: a job
+    that ended without a result), a ``running`` or ``submitted`` metafile of that job.
+    """
+    return record_ended(task.folder, status, error, pid=pid, job_id=job_id)
+
+
+def record_ended(
+    folder: str,
+    status: str,
+    error: dict[str, Any],
+    *,
+    pid: int | None = None,
+    job_id: str | None = None,
+    wait_s: float = 5.0,
+) -> bool:
+    """Replace an unfinished metafile (``running``, or ``submitted`` with ``job_id``) by
+    ``status`` with ``error``, under the lock; waits up to ``wait_s`` for the lock."""
+    lock = results.ExperimentLock(folder)
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire():  # the dead process' children may hold it for a moment
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    try:
+        meta = results.read_metafile(folder)
+        if meta is None:
+            return False
+        if job_id is not None:  # SLURM: the job may have died pending or running
+            if meta.get("status") not in (results.RUNNING, results.SUBMITTED):
+                return False
+            if meta.get("slurm_job_id") != job_id:
+                return False
+        elif meta.get("status") != results.RUNNING:
+            return False
+        if pid is not None and meta.get("pid") != pid:
+            return False
+        meta["status"] = status
+        meta["ended"] = results.now()
+        meta["error"] = error
+        results.write_metafile(folder, meta)
+        return True
+    finally:
+        lock.release()
