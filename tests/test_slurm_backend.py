@@ -514,12 +514,17 @@ def test_sbatch_failure_leaves_nothing_submitted(
 
 # -- without a cluster --------------------------------------------------------------------
 def test_unknown_resource_lists_valid_ones() -> None:
+    from xhelpers.errors import ConfigError
+    from xhelpers.slurm_resources import resources_for, sbatch_parameters
+
     config = BaseConfig()
-    with pytest.raises(BackendError) as info:
-        slurm_mod.resources_for(config, {"gpus": 1})
+    with pytest.raises(ConfigError) as info:
+        resources_for(config, {"gpus": 1})
     assert "'gpus'" in str(info.value)
     assert "gpus_per_node (default: 0)" in str(info.value)
-    assert slurm_mod.resources_for(config, {"mem_gb": 64})["mem_gb"] == 64
+    assert resources_for(config, {"mem_gb": 64})["mem_gb"] == 64
+    assert sbatch_parameters(resources_for(config, {"mem_gb": 64}), "g")["mem"] == "64GB"
+    assert sbatch_parameters(resources_for(config, {"mem_gb": 1.5}), "g")["mem"] == "1536MB"
 
 
 def test_parse_sacct() -> None:

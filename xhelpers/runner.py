@@ -5,10 +5,8 @@ The Python API (``group(...)``) and the CLI both end here, with the same options
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -17,13 +15,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import results
-from ._version import __version__
 from .backends import Finished, Report, get_backend
 from .config import BaseConfig, resolve_config
 from .execution import RunContext, Task
 from .fingerprints import describe, fingerprint
 from .logs import console_logging
 from .progress import Progress
+from .provenance import run_members
 from .records import lost_error, record_lost
 from .summary import (
     BUSY,
@@ -58,40 +56,6 @@ class RunOptions:
     post_mortem: bool = False  # pdb at a failure (-j1)
     progress: bool | None = None  # None: when stderr is a terminal
     wait: bool = True  # SLURM: wait for the jobs (False: submit, report, return)
-
-
-def _git_info(cwd: str) -> dict[str, Any] | None:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
-def _run_info(config: BaseConfig, backend: str, jobs: int) -> str:
-    cwd = os.getcwd()
-    info = {
-        "xhelpers": __version__,
-        "python": sys.version.split()[0],
-        "argv": sys.argv,
-        "cwd": cwd,
-        "git": _git_info(cwd),
-        "backend": backend,
-        "jobs": jobs,
-        "config": config.redacted(),
-    }
-    return json.dumps(info, default=str)[1:-1]
 
 
 def plan(
@@ -298,7 +262,7 @@ def _execute(
     ctx = RunContext(
         group.name,
         config,
-        _run_info(config, backend_name, config.jobs),
+        run_members(config, backend_name, config.jobs),
         capture_logger=config.logger,
         post_mortem=options.post_mortem,
         # SLURM tasks post into the run's thread themselves: they need its id first.

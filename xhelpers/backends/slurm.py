@@ -42,7 +42,6 @@ from typing import Any
 
 import submitit
 from submitit.core import utils as submitit_utils
-from submitit.slurm import slurm as submitit_slurm
 
 from .. import execution, records, results
 from ..config import RESOURCE_KEYS, BaseConfig
@@ -58,6 +57,7 @@ from ..slurm_queue import (
     query_states,
     read_max_array_size,
 )
+from ..slurm_resources import resources_for, sbatch_parameters
 from .base import Backend, Finished, Lost, Report
 
 __all__ = [
@@ -72,8 +72,6 @@ __all__ = [
     "parse_sacct",
     "query_states",
     "read_max_array_size",
-    "resource_defaults",
-    "resources_for",
     "slurm_folder",
 ]
 
@@ -88,49 +86,6 @@ _FD_RESERVE = 256  # descriptors left free while every selected experiment's loc
 
 class RequeueLimitReached(BackendError):
     """Raised inside an experiment signalled for timeout/preemption once requeues are used up."""
-
-
-# -- resources ---------------------------------------------------------------------------
-def resource_defaults(config: BaseConfig) -> dict[str, Any]:
-    """The resource settings ``config`` gives every experiment (``slurm_<key>`` fields)."""
-    return {key: getattr(config, "slurm_" + key) for key in RESOURCE_KEYS}
-
-
-def resources_for(config: BaseConfig, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One experiment's resources: ``config``'s, updated by ``override`` (keys without ``slurm_``).
-
-    An unknown key is a :class:`BackendError` that lists the valid ones with their defaults.
-    """
-    res = resource_defaults(config)
-    if override:
-        unknown = sorted(set(override) - set(RESOURCE_KEYS))
-        if unknown:
-            valid = ", ".join(f"{k} (default: {v!r})" for k, v in res.items())
-            raise BackendError(f"unknown SLURM resource {unknown[0]!r}; valid resources: {valid}")
-        res.update(override)
-    return res
-
-
-def _sbatch_parameters(res: Mapping[str, Any], job_name: str) -> dict[str, Any]:
-    """Resources as submitit ``SlurmExecutor.update_parameters`` arguments."""
-    params: dict[str, Any] = {
-        "job_name": job_name,
-        "time": int(res["timeout_min"]),
-        "cpus_per_task": int(res["cpus_per_task"]),
-        "array_parallelism": int(res["array_parallelism"]),
-        "signal_delay_s": int(res["signal_delay_s"]),
-    }
-    if res["partition"]:
-        params["partition"] = res["partition"]
-    if res["gpus_per_node"]:
-        params["gpus_per_node"] = int(res["gpus_per_node"])
-    if res["mem_gb"] is not None:
-        params["mem"] = submitit_slurm._convert_mem(float(res["mem_gb"]))
-    if res["setup"]:
-        params["setup"] = list(res["setup"])
-    if res["additional_parameters"]:
-        params["additional_parameters"] = dict(res["additional_parameters"])
-    return params
 
 
 def slurm_folder(config: BaseConfig, group: str) -> Path:
@@ -311,7 +266,7 @@ class SlurmBackend(Backend):
                 executor = submitit.SlurmExecutor(
                     folder=self.folder, max_num_timeout=int(res["max_requeues"])
                 )
-                executor.update_parameters(**_sbatch_parameters(res, self.ctx.group))
+                executor.update_parameters(**sbatch_parameters(res, self.ctx.group))
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"SLURM: {_one_line(str(exc))}") from None
             self._executors[key] = executor

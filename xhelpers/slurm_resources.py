@@ -1,0 +1,56 @@
+"""SLURM settings of an experiment: the ``slurm_*`` config fields, per-experiment
+overrides on top, and their translation into submitit's ``SlurmExecutor`` parameters.
+
+No submitit import here: definitions and planning use it without paying for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .config import RESOURCE_KEYS, BaseConfig, check_resources
+
+__all__ = ["resource_defaults", "resources_for", "sbatch_parameters"]
+
+
+def resource_defaults(config: BaseConfig) -> dict[str, Any]:
+    """The resource settings ``config`` gives every experiment (``slurm_<key>`` fields)."""
+    return {key: getattr(config, "slurm_" + key) for key in RESOURCE_KEYS}
+
+
+def resources_for(config: BaseConfig, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One experiment's resources: ``config``'s, updated by ``override`` (keys without
+    ``slurm_``). An unknown key is a ConfigError listing the valid ones with defaults."""
+    res = resource_defaults(config)
+    if override:
+        check_resources(override, "SLURM resources")
+        res.update(override)
+    return res
+
+
+def sbatch_parameters(res: Mapping[str, Any], job_name: str) -> dict[str, Any]:
+    """Resources as submitit ``SlurmExecutor.update_parameters`` arguments."""
+    params: dict[str, Any] = {
+        "job_name": job_name,
+        "time": int(res["timeout_min"]),
+        "cpus_per_task": int(res["cpus_per_task"]),
+        "array_parallelism": int(res["array_parallelism"]),
+        "signal_delay_s": int(res["signal_delay_s"]),
+    }
+    if res["partition"]:
+        params["partition"] = res["partition"]
+    if res["gpus_per_node"]:
+        params["gpus_per_node"] = int(res["gpus_per_node"])
+    if res["mem_gb"] is not None:
+        params["mem"] = _sbatch_memory(float(res["mem_gb"]))
+    if res["setup"]:
+        params["setup"] = list(res["setup"])
+    if res["additional_parameters"]:
+        params["additional_parameters"] = dict(res["additional_parameters"])
+    return params
+
+
+def _sbatch_memory(gb: float) -> str:
+    """``--mem`` for ``gb`` gigabytes: whole GB as such, fractions in MB (sbatch wants ints)."""
+    return f"{int(gb)}GB" if gb == int(gb) else f"{int(gb * 1024)}MB"
