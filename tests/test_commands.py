@@ -354,3 +354,9 @@ def test_output_lines_split_on_carriage_returns(tmp_path: Path) -> None:
     ]
     assert lines[:5] == ["10%", "20%", "30%", "done", "bad \ufffd byte"]
     assert [len(x) for x in lines[5:]] == [65536, 70000 - 65536]
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0, -1.0, True])
+def test_timeout_must_be_a_positive_finite_number(timeout: float) -> None:
+    with pytest.raises(xh.errors.ExperimentDefinitionError, match="timeout must be a positive"):
+        xh.command("echo hi", timeout=timeout)

@@ -17,6 +17,7 @@ from . import results
 from .config import BaseConfig, resolve_config
 from .fingerprints import fingerprint
 from .logs import EXPERIMENT_LOG
+from .summary import show_path
 
 if TYPE_CHECKING:
     from .framework import ParametrizedExperiments
@@ -228,8 +229,8 @@ def failed_report(
         parts.append(f"== {row.name}: {row.status}: {row.error or row.status}")
         tail = _tail(os.path.join(folder, EXPERIMENT_LOG), lines)
         parts.extend(f"   | {line}" for line in tail)
-        parts.append(f"   traceback: {_show(os.path.join(folder, results.METAFILE))} (error)")
-        parts.append(f"   log:       {_show(os.path.join(folder, EXPERIMENT_LOG))}")
+        parts.append(f"   traceback: {show_path(os.path.join(folder, results.METAFILE))} (error)")
+        parts.append(f"   log:       {show_path(os.path.join(folder, EXPERIMENT_LOG))}")
     parts.append(
         f"{len(bad)} failed or interrupted of {len(rows)} selected"
         + ("; rerun them with --retry-failed" if bad else "")
@@ -247,11 +248,6 @@ def _tail(path: str, lines: int) -> list[str]:
     except OSError:
         return ["(no experiment.log)"]
     return text.splitlines()[-lines:]
-
-
-def _show(path: str) -> str:
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
 
 
 def format_rows(rows: Sequence[Mapping[str, Any]], fmt: Format = "table") -> str:

@@ -1,0 +1,90 @@
+"""Command templates: which parameters they take, and the command line they give.
+
+A template is a ``str.format`` string; its fields are the placeholders xhelpers fills
+(``PLACEHOLDERS``) and the command's parameters. Filled for a shell, every value is
+shell-quoted; for ``shell=False`` the template is split into arguments first and each
+value fills its argument as it is.
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from .errors import ExperimentDefinitionError
+from .grids import template_fields
+
+__all__ = [
+    "FORMAT_ERRORS",
+    "PLACEHOLDERS",
+    "braced",
+    "check_params",
+    "check_splits",
+    "render_command",
+]
+
+PLACEHOLDERS = ("cwd", "name", "group", "time", "here")
+
+# What str.format raises for a field it cannot fill from the values given.
+FORMAT_ERRORS = (KeyError, AttributeError, IndexError, TypeError, ValueError)
+
+
+def braced(fields: Iterable[str]) -> str:
+    """``{a}, {b}``: fields as a template writes them, for error messages."""
+    return ", ".join(f"{{{f}}}" for f in fields)
+
+
+def check_params(template: str, params: Collection[str]) -> None:
+    """Fail unless ``template`` is valid and uses every parameter, none a placeholder."""
+    fields = template_fields(template, "command template")
+    reserved = [p for p in params if p in PLACEHOLDERS]
+    if reserved:
+        raise ExperimentDefinitionError(
+            f"command {template!r}: {', '.join(repr(p) for p in reserved)} "
+            f"{'is a placeholder' if len(reserved) == 1 else 'are placeholders'} "
+            f"xhelpers fills ({', '.join(PLACEHOLDERS)}); name the parameter otherwise",
+            offending=reserved,
+        )
+    unused = [p for p in params if p not in fields]
+    if unused:
+        raise ExperimentDefinitionError(
+            f"command {template!r} does not use {braced(unused)}; "
+            "every parameter must appear in the command template",
+            offending=unused,
+        )
+
+
+def check_splits(template: str) -> None:
+    """Fail unless ``template`` splits into arguments (for ``shell=False``)."""
+    try:
+        shlex.split(template)
+    except ValueError as exc:
+        raise ExperimentDefinitionError(f"command {template!r}: {exc}") from None
+
+
+class _Quoting(string.Formatter):
+    def __init__(self, quote: bool) -> None:
+        super().__init__()
+        self.quote = quote
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = format(value, format_spec)
+        return shlex.quote(text) if self.quote else text
+
+
+_SHELL = _Quoting(True)
+_PLAIN = _Quoting(False)
+
+
+def render_command(template: str, values: Mapping[str, Any], shell: bool) -> str | list[str]:
+    """``template`` filled with ``values``: a command line (``shell``) or an argv."""
+    try:
+        if shell:
+            return _SHELL.vformat(template, (), values)
+        return [_PLAIN.vformat(arg, (), values) for arg in shlex.split(template)]
+    except FORMAT_ERRORS as exc:
+        raise ExperimentDefinitionError(
+            f"command {template!r}: cannot fill it: {type(exc).__name__}: {exc}"
+        ) from None
