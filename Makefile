@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint typecheck pytest slurm-start slurm-stop slurm-status bench clean
+.PHONY: demo test lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,27 @@ pytest: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed slurm-start lint typecheck pytest
 
+# The suite without SLURM on every other Python this machine has (3.10+; pyenv's or
+# python3.X on PATH), each in its own venv under .venvs/. Not part of `make test`:
+# it doubles its time; run it before a release.
+test-versions:
+	@for v in 3.10 3.12 3.13; do \
+		py=; for c in $$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python 2>/dev/null) \
+			$$(command -v python$$v); do \
+			if $$c -c 'import sys' 2>/dev/null; then py=$$c; break; fi; \
+		done; \
+		if [ -z "$$py" ]; then echo "python$$v: not found, skipped"; continue; fi; \
+		echo "== python$$v ($$py)"; \
+		$$py -m venv .venvs/$$v && .venvs/$$v/bin/python -m pip install --quiet -e '.[test]' \
+		&& .venvs/$$v/bin/python -m pytest -q -p no:cacheprovider \
+			--ignore=tests/test_slurm_cluster.py --ignore=tests/test_slurm_backend.py \
+			--ignore=tests/test_slurm_run.py || exit 1; \
+	done
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/local_overhead.py
 	$(PY) benchmarks/skip_scan.py
 	$(PY) benchmarks/startup.py
 
 clean:
-	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo .venvs .pytest_cache .mypy_cache .ruff_cache

@@ -125,3 +125,14 @@ def changed_function(*, lr: float) -> None:
 def chatty(*, n: int = 20) -> None:
     for i in range(n):
         log.warning("line %d", i)
+
+
+def swallows_ctrl_c(*, started: str) -> str:
+    """The usual 'stop early and save' loop: catches Ctrl-C and returns."""
+    Path(started).write_text(str(os.getpid()))
+    try:
+        time.sleep(600)
+    except KeyboardInterrupt:
+        Path("partial_result.txt").write_text("cut short")
+        return "swallowed"
+    return "finished"

@@ -92,7 +92,7 @@ def test_list_shows_status_and_runs_nothing(groups: None, tmp_path: Path) -> Non
     assert lines[0].split()[:2] == ["name", "status"]
     rows = {line.split()[0]: line for line in lines[2:] if line.strip() and "," not in line}
     assert rows["ok"].split()[1] == "done"
-    assert rows["bad"].split()[1] == "failed" and "ValueError: second line" in rows["bad"]
+    assert rows["bad"].split()[1] == "failed" and "ValueError: bad value" in rows["bad"]
     assert rows["logs"].split()[1] == "pending"
     assert "1 done, 1 failed, 1 pending" in out
     assert not (tmp_path / "results/other/logs").exists()
@@ -166,3 +166,74 @@ def test_real_run_py_subprocess(tmp_path: Path) -> None:
     bad = run_py(tmp_path, "main", "nope")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["main", "-l", "--results"], "-l and --results cannot be combined"),
+        (["main", "-l", "--force"], "--force runs experiments; -l runs none"),
+        (["main", "--format", "csv"], "--format applies to -l and --results only"),
+        (["main", "--no-wait", "--local"], "--no-wait submits to SLURM"),
+        (["main", "--pdb", "-j2"], "--pdb needs -j1"),
+    ],
+)
+def test_contradicting_options_are_usage_errors(
+    groups: None, tmp_path: Path, args: list[str], message: str
+) -> None:
+    code, _, err = invoke(*args)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_bad_output_directory_is_one_line(groups: None, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "config.py").write_text("class Config:\n    output_directory = 'afile'\n")
+    code, _, err = invoke("other", "ok")
+    assert code == 2 and "output_directory 'afile': cannot make" in err
+    assert err.count("\n") == 1
+
+
+def test_bad_bound_config_names_the_experiment(tmp_path: Path) -> None:
+    xh.ParametrizedExperiments(
+        "bc", {"exp": partial(write_param, param=1, config={"jbos": 2})}, configcls=TConfig
+    )
+    code, _, err = invoke("bc")
+    assert code == 2 and "experiment 'exp': " in err and "'jbos'" in err
+
+
+def test_slurm_without_submitit_is_one_line(tmp_path: Path) -> None:
+    write_run_py(
+        tmp_path,
+        """
+sys.modules["submitit"] = None  # as if not installed
+g = xh.ParametrizedExperiments("g", {"a": ex.no_config})
+""",
+    )
+    result = run_py(tmp_path, "g", "--slurm")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "Error: the slurm backend needs submitit, which is not installed: "
+        "pip install 'xhelpers[slurm]'"
+    )
+    assert not (tmp_path / "results/g/a/metafile.json").exists()
+
+
+def test_definition_errors_for_resources_and_commands() -> None:
+    from xhelpers.errors import ConfigError, ExperimentDefinitionError
+
+    with pytest.raises(ExperimentDefinitionError, match="matches no experiment"):
+        xh.ParametrizedExperiments("r1", {"a": no_config}, resources={"b*": {"mem_gb": 4}})
+    with pytest.raises(ConfigError, match="'slurm_mem_gb'"):
+        xh.ParametrizedExperiments("r2", {"a": no_config}, resources={"a": {"mem_gb": "lots"}})
+    with pytest.raises(ExperimentDefinitionError, match="uses \\{nmae\\}, which no parameter"):
+        xh.ParametrizedExperiments("r3", {"a": xh.command("echo {nmae}")})
+
+
+def test_sbatch_errors_keep_the_telling_line() -> None:
+    from xhelpers.slurm_queue import _one_line
+
+    text = (
+        "sbatch: unrecognized option '--acount=lab'\nTry \"sbatch --help\" for more information\n"
+    )
+    assert _one_line(text) == "sbatch: unrecognized option '--acount=lab'"

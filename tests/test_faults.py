@@ -108,3 +108,37 @@ def test_killed_runner_leaves_running_then_reruns(tmp_path: Path) -> None:
     assert meta(tmp_path / "results/g/block_0")["status"] == "running"
     listed = run_py(tmp_path, "g", "-l")
     assert "interrupted" in listed.stdout.splitlines()[2]
+
+
+RUN_SWALLOW = """
+names = {f"s{i}": partial(ex.swallows_ctrl_c, started=f"{i}.started") for i in range(2)}
+names.update({f"later_{i}": partial(ex.no_config, value=i) for i in range(3)})
+g = xh.ParametrizedExperiments("g", names)
+"""
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_caught_ctrl_c_is_still_interrupted_never_success(tmp_path: Path, jobs: str) -> None:
+    write_run_py(tmp_path, RUN_SWALLOW)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "g", f"-j{jobs}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = 2 if jobs == "2" else 1
+    started = [tmp_path / f"results/g/s{i}/{i}.started" for i in range(running)]
+    wait_until(lambda: all(p.exists() for p in started), what="experiments")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    for i in range(running):
+        folder = tmp_path / f"results/g/s{i}"
+        data = meta(folder)
+        assert data["status"] == "interrupted", data
+        assert data["returned"] == "swallowed"  # what it returned is kept, not trusted
+        assert (folder / "partial_result.txt").exists()
+    for i in range(3):
+        assert not (tmp_path / f"results/g/later_{i}/metafile.json").exists()
+    assert f"{running} interrupted" in out

@@ -53,7 +53,7 @@ def ran(tmp_path: Path) -> xh.ParametrizedExperiments:
 def test_status_rows_and_formats(ran: xh.ParametrizedExperiments, tmp_path: Path) -> None:
     rows = {r.name: r for r in ran.status()}
     assert rows["ok"].status == "done" and rows["ok"].where == os.uname().nodename
-    assert rows["bad"].status == "failed" and rows["bad"].error == "ValueError: second line"
+    assert rows["bad"].status == "failed" and rows["bad"].error == "ValueError: bad value"
     assert rows["never"].status == "pending"
     code, out, err = invoke("g", "-l", "--format", "json")
     assert code == 0
@@ -63,7 +63,7 @@ def test_status_rows_and_formats(ran: xh.ParametrizedExperiments, tmp_path: Path
     assert "1 done, 1 failed, 1 pending" in err
     code, out, err = invoke("g", "-l", "--format", "csv")
     table = list(csv.DictReader(io.StringIO(out)))
-    assert table[0].keys() >= {"name", "status", "duration", "finished", "where", "error"}
+    assert table[0].keys() >= {"name", "status", "duration", "ended", "where", "error"}
     assert [r["status"] for r in table] == ["done", "failed", "pending"]
     assert "1 done" in err and "1 done" not in out
     code, out, _ = invoke("g", "-l")
@@ -146,7 +146,7 @@ def test_failed_listing_and_retry_failed(tmp_path: Path) -> None:
     invoke("f", "bad", "ok")
     code, out, _ = invoke("f", "--failed")
     assert code == 0
-    assert "== bad: failed: ValueError: second line" in out
+    assert "== bad: failed: ValueError: bad value" in out
     assert "ValueError: bad value" in out  # the end of its experiment.log
     assert "results/f/bad/metafile.json" in out
     assert "1 failed or interrupted of 3 selected" in out
@@ -314,3 +314,33 @@ def test_big_status_table_looks_like_tabulate() -> None:
         for i in range(50)
     ]
     assert _simple_table(cols, rows) == tabulate(rows, headers=cols, disable_numparse=True)
+
+
+def test_results_are_not_stale_between_cli_and_import_and_sets_are_stable(
+    tmp_path: Path,
+) -> None:
+    write_run_py(
+        tmp_path,
+        """
+def f(*, tags, lr):
+    return sorted(tags)
+
+g = xh.ParametrizedExperiments("g", {"a": partial(f, tags={"alpha", "beta", "gamma"}, lr=0.1)})
+""",
+    )
+    for seed in ("1", "2"):  # string hashing, and so set order, differs per process
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        out = run_py(tmp_path, "g", env=env).stdout
+        assert "stale" not in out, out
+    data = meta(tmp_path / "results/g/a")
+    assert data["function"] == "run.f"  # the script's name, not __main__
+    code = "import sys; sys.argv = ['x']; import run; print([r.status for r in run.g.status()])"
+    imported = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONHASHSEED="3"),
+    )
+    assert imported.stdout.strip() == "['done']", imported.stderr

@@ -35,7 +35,7 @@ class FailureError(click.ClickException):
 
 
 def _fail(exc: XHelpersError) -> click.ClickException:
-    if isinstance(exc, BackendError) and "unknown backend" not in str(exc):
+    if isinstance(exc, BackendError) and not exc.usage:
         return FailureError(str(exc))
     return UsageError(str(exc))
 
@@ -176,6 +176,39 @@ def _options() -> list[click.Parameter]:
     ]
 
 
+_VIEWS = {
+    "list_only": "-l",
+    "show_results": "--results",
+    "show_failed": "--failed",
+    "cancel": "--cancel",
+}
+_RUN_ONLY = {
+    "force": "--force",
+    "rerun_stale": "--rerun-stale",
+    "retry_failed": "--retry-failed",
+    "no_wait": "--no-wait",
+    "post_mortem": "--pdb",
+}
+
+
+def _check_options(opts: dict[str, Any]) -> None:
+    """Options that contradict each other, or do nothing here, are usage errors: a
+    silently ignored flag is a surprise (``--format csv`` alone would run the group)."""
+    views = [flag for key, flag in _VIEWS.items() if opts[key]]
+    if len(views) > 1:
+        raise UsageError(f"{' and '.join(views)} cannot be combined: choose one")
+    if views:
+        extra = [flag for key, flag in _RUN_ONLY.items() if opts[key]]
+        if extra:
+            raise UsageError(f"{extra[0]} runs experiments; {views[0]} runs none")
+    if opts["fmt"] != "table" and not (opts["list_only"] or opts["show_results"]):
+        raise UsageError("--format applies to -l and --results only")
+    if opts["no_wait"] and opts["slurm"] is False:
+        raise UsageError("--no-wait submits to SLURM; it contradicts --local")
+    if opts["post_mortem"] and (opts["jobs"] or 1) > 1:
+        raise UsageError("--pdb needs -j1: a debugger cannot reach a worker process")
+
+
 def _show_only(
     group: ParametrizedExperiments, patterns: tuple[str, ...], opts: dict[str, Any]
 ) -> int | None:
@@ -220,6 +253,7 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
 
     def callback(patterns: tuple[str, ...], **opts: Any) -> None:
         ctx = click.get_current_context()
+        _check_options(opts)
         try:
             code = _show_only(group, patterns, opts)
             if code is None:
@@ -282,6 +316,8 @@ def build_cli() -> click.Group:
 
 def experiment_cli(args: Sequence[str] | None = None, *, standalone_mode: bool = True) -> Any:
     """Start the CLI; call this from ``run.py`` after defining your groups."""
+    from . import completion  # noqa: F401 - our bash, zsh and fish completion scripts
+
     cli = build_cli()
     main: Callable[..., Any] = cli.main
     # A fixed variable: click derives one from the program name, and "run.py" would

@@ -147,6 +147,10 @@ class Command(functools.partial):  # type: ignore[type-arg]
             )
         return self
 
+    def xh_validate(self) -> None:
+        """Called when a group is defined: every field must be filled by then."""
+        self.checked()
+
     def render(self, **placeholders: Any) -> str | list[str]:
         """The command line (``shell=True``) or argv (``shell=False``) to run."""
         self.checked()

@@ -154,6 +154,13 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
         "WARNING", description="Experiments' log records posted to Slack from this level up."
     )
 
+    @field_validator("output_directory")
+    @classmethod
+    def _not_empty(cls, value: Path) -> Path:
+        if str(value) in ("", "."):
+            raise ValueError("must name a folder (results go to <output_directory>/<group>/)")
+        return value
+
     @field_validator("loglevel", "slack_loglevel", mode="before")
     @classmethod
     def _normalize_level(cls, value: Any) -> Any:

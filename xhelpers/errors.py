@@ -55,7 +55,15 @@ class ConfigError(XHelpersError, ValueError):
 
 
 class BackendError(XHelpersError, RuntimeError):
-    """An execution backend is unknown or could not run what it was given."""
+    """An execution backend is unknown or could not run what it was given.
+
+    ``usage`` is True when the caller asked for something impossible (an unknown
+    backend, one whose package is not installed) rather than the backend failing.
+    """
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 class ExperimentFileError(ExperimentDefinitionError):

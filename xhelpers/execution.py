@@ -35,6 +35,7 @@ __all__ = [
     "execute",
     "expect_requeue",
     "on_interrupt_signal",
+    "reset_stop",
     "stop_requested",
 ]
 
@@ -118,7 +119,11 @@ def current_experiment() -> ExperimentInfo | None:
 
 
 def on_interrupt_signal(signum: int, frame: Any) -> None:
-    """SIGINT handler for worker processes."""
+    """SIGINT handler while experiments run (in workers, and in-process with -j1).
+
+    An experiment that catches the KeyboardInterrupt and returns is still recorded as
+    interrupted: the stop request outlives the exception.
+    """
     global _stop_requested
     _stop_requested = True
     if _in_user_code:
@@ -127,6 +132,12 @@ def on_interrupt_signal(signum: int, frame: Any) -> None:
 
 def stop_requested() -> bool:
     return _stop_requested
+
+
+def reset_stop() -> None:
+    """Forget an earlier Ctrl-C (the next in-process run starts afresh)."""
+    global _stop_requested
+    _stop_requested = False
 
 
 _process_info: tuple[int, str] | None = None
@@ -222,6 +233,12 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
             value = task.fn(config=config) if task.pass_config else task.fn()
             _in_user_code = False
             status = results.DONE
+            if _stop_requested:  # it caught Ctrl-C and returned early: not a finished run
+                status, interrupted = results.INTERRUPTED, KeyboardInterrupt()
+                error_json = json.dumps(
+                    {"type": "KeyboardInterrupt", "message": "interrupted (it caught Ctrl-C)"}
+                )
+                error_line = "interrupted (it caught Ctrl-C and returned)"
             if value is not None:
                 try:
                     returned = f', "returned": {json.dumps(value)}'

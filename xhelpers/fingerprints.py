@@ -11,6 +11,8 @@ import functools
 import hashlib
 import inspect
 import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,9 @@ def _canonical(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):  # iteration order varies between processes
+        items = [_canonical(v) for v in value]
+        return {"set": sorted(items, key=lambda v: json.dumps(v, sort_keys=True))}
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _canonical(v) for k, v in sorted(value.items())}
     if isinstance(value, functools.partial):
@@ -51,11 +56,28 @@ def _canonical(value: Any) -> Any:
 
 
 def qualname(func: Any) -> str:
+    """``module.qualname`` of a function, with the script's own name for ``__main__``.
+
+    ``python run.py`` runs run.py as ``__main__`` (``__mp_main__`` in spawned workers);
+    ``import run`` in a notebook knows it as ``run``. Both must name, and fingerprint,
+    the same function, or every result would be stale on the other side.
+    """
     module = getattr(func, "__module__", None) or "?"
-    if module == "__mp_main__":
-        module = "__main__"
+    if module in ("__main__", "__mp_main__"):
+        module = _main_module_name(module)
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{name}"
+
+
+def _main_module_name(alias: str) -> str:
+    main = sys.modules.get(alias)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", "__mp_main__"):
+        return str(spec.name)  # python -m package.module
+    path = getattr(main, "__file__", None)
+    if path:
+        return os.path.splitext(os.path.basename(str(path)))[0]
+    return "__main__"
 
 
 def describe(

@@ -75,6 +75,17 @@ def _validate(group: str, experiments: Mapping[str, Any]) -> None:
             + (f" and {len(bad) - 20} more" if len(bad) > 20 else ""),
             offending=bad,
         )
+    for name, fn in experiments.items():
+        # Experiments that can check themselves (a command's unfilled fields) do so now,
+        # not on a node after the queue.
+        validate = getattr(fn, "xh_validate", None)
+        if validate is not None:
+            try:
+                validate()
+            except ExperimentDefinitionError as exc:
+                raise ExperimentDefinitionError(
+                    f"group {group!r}: experiment {name!r}: {exc}", offending=[name]
+                ) from None
 
 
 class ParametrizedExperiments:
@@ -117,7 +128,18 @@ class ParametrizedExperiments:
         _validate(name, experiments)
         self.resources: dict[str, dict[str, Any]] = {}
         for pattern, settings in (resources or {}).items():
-            check_resources(settings, f"group {name!r}: resources[{pattern!r}]")
+            where = f"group {name!r}: resources[{pattern!r}]"
+            check_resources(settings, where)
+            # typed like the config fields they override, so a bad value fails here,
+            # not at submission
+            BaseConfig._build({f"slurm_{k}": v for k, v in settings.items()}, source=where)
+            match = re.compile(fnmatch.translate(pattern)).match
+            if not any(match(n) for n in experiments):
+                raise ExperimentDefinitionError(
+                    f"{where}: the pattern matches no experiment of the group (a typo would "
+                    "send those experiments out without these settings)",
+                    offending=[pattern],
+                )
             self.resources[pattern] = dict(settings)
         self.name = name
         self.experiments: dict[str, Callable[..., Any]] = dict(experiments)

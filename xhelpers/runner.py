@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import results
 from .backends import Finished, Report, get_backend
 from .config import BaseConfig, resolve_config
+from .errors import ConfigError
 from .execution import RunContext, Task
 from .fingerprints import describe, fingerprint
 from .logs import console_logging
@@ -56,6 +58,7 @@ class RunOptions:
     post_mortem: bool = False  # pdb at a failure (-j1)
     progress: bool | None = None  # None: when stderr is a terminal
     wait: bool = True  # SLURM: wait for the jobs (False: submit, report, return)
+    patterns: tuple[str, ...] = ()  # as given, for the hints printed to the user
 
 
 def plan(
@@ -161,6 +164,7 @@ def run(
         post_mortem,
         progress if not quiet else False,
         wait,
+        tuple(patterns),
     )
     with console_logging(resolved.loglevel, force=bool(console)):
         notifier = _slack(resolved) if slack else None  # slack=False: nothing to Slack
@@ -222,6 +226,14 @@ def _run(
         )
     interrupted = False
     if to_run:
+        try:
+            os.makedirs(base, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"output_directory {str(config.output_directory)!r}: cannot make {base}: "
+                f"{exc.strerror or exc}",
+                field="output_directory",
+            ) from None
         interrupted = _execute(group, to_run, config, options, done, notifier)
     outcomes = [done[n] for n in names]
     return RunSummary(group.name, outcomes, time.perf_counter() - start, interrupted)
@@ -241,7 +253,10 @@ def _execute(
     tasks = []
     for name, folder, fresh in to_run:
         fn = group.experiments[name]
-        description, pass_config, own = describe(fn, config)
+        try:
+            description, pass_config, own = describe(fn, config)
+        except ConfigError as exc:  # its partial binds config={...} with a bad field
+            raise ConfigError(f"experiment {name!r}: {exc}", field=exc.field) from None
         tasks.append(
             Task(
                 name,
@@ -286,7 +301,7 @@ def _execute(
             if not options.wait:
                 for report in backend.early_reports():  # type: ignore[attr-defined]
                     done[report.task.name] = _record(report, ctx, job_ids)
-                _tell_queued(group.name, backend)
+                _tell_queued(group.name, backend, options.patterns)
             else:
                 while True:
                     try:
@@ -312,7 +327,7 @@ def _execute(
                 outcome = ExperimentOutcome(name, QUEUED, folder)  # its job runs on
             done[name] = outcome
     if interrupted and any(o.status == QUEUED for o in done.values()):
-        _tell_queued(group.name, backend)
+        _tell_queued(group.name, backend, options.patterns)
     return interrupted
 
 
@@ -325,15 +340,17 @@ def _without_token(config: BaseConfig) -> BaseConfig:
     return config.model_copy(update={"slacktoken": None})
 
 
-def _tell_queued(group: str, backend: Any) -> None:
-    arrays = " ".join(getattr(backend, "arrays", []))
+def _tell_queued(group: str, backend: Any, patterns: Sequence[str]) -> None:
+    arrays = list(getattr(backend, "arrays", []))
     if not arrays:
         return
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run.py"
+    selection = " ".join(shlex.quote(p) for p in (group, *patterns))
+    jobs = "jobs" if len(arrays) > 1 else "job"
     print(
-        f"submitted to SLURM: job {arrays}\n"
-        f"  follow:  python {prog} {group} -l    (or: squeue -j {arrays.replace(' ', ',')})\n"
-        f"  cancel:  python {prog} {group} --cancel",
+        f"submitted to SLURM: {jobs} {' '.join(arrays)}\n"
+        f"  follow:  python {prog} {selection} -l    (or: squeue -j {','.join(arrays)})\n"
+        f"  cancel:  python {prog} {selection} --cancel",
         flush=True,
     )
 
@@ -376,6 +393,8 @@ def _from_disk(name: str, folder: str) -> ExperimentOutcome:
     status = meta.get("status")
     error = meta.get("error") or {}
     message = f"{error.get('type', '')}: {error.get('message', '')}" if error else None
+    if status == results.INTERRUPTED:  # as -jN words it: no exception type to show
+        message = str(error.get("message") or "interrupted")
     if status == results.DONE:
         return ExperimentOutcome(name, SUCCESS, folder, meta.get("duration"))
     if status == results.RUNNING and not results.is_locked(folder):

@@ -68,9 +68,12 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _one_line(text: str) -> str:
-    """SLURM's error output as one line: its ``error:`` lines, prefixes dropped."""
+    """SLURM's error output as one line: its ``error:`` lines (or, failing those, what
+    is not a usage hint), prefixes dropped."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line] or lines[-1:]
+    hints = ("Try ", "Usage:")
+    telling = [line for line in lines if not line.split(": ", 1)[-1].startswith(hints)]
+    errors = [line for line in telling if "error:" in line] or telling or lines[-1:]
     seen: list[str] = []
     for line in errors:
         line = re.sub(r"^\w+: error:\s*", "", line)

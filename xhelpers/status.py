@@ -72,8 +72,11 @@ def _error_line(meta: Mapping[str, Any]) -> str | None:
     error = meta.get("error")
     if not isinstance(error, dict):
         return None
+    # The first line of the message, as the run's summary shows it: the last line of
+    # a command's failure is its output, not what went wrong.
     lines = str(error.get("message", "")).strip().splitlines()
-    return f"{error.get('type', 'error')}: {lines[-1] if lines else ''}".rstrip(": ")
+    kind = str(error.get("type", "error")).rsplit(".", 1)[-1]
+    return f"{kind}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str) -> StatusRow:
@@ -227,10 +230,18 @@ def failed_report(
     for row in bad:
         folder = base + row.name
         parts.append(f"== {row.name}: {row.status}: {row.error or row.status}")
-        tail = _tail(os.path.join(folder, EXPERIMENT_LOG), lines)
-        parts.extend(f"   | {line}" for line in tail)
-        parts.append(f"   traceback: {show_path(os.path.join(folder, results.METAFILE))} (error)")
-        parts.append(f"   log:       {show_path(os.path.join(folder, EXPERIMENT_LOG))}")
+        log = os.path.join(folder, EXPERIMENT_LOG)
+        if os.path.exists(log):
+            parts.extend(f"   | {line}" for line in _tail(log, lines))
+        meta = results.read_metafile(folder) or {}
+        if isinstance(meta.get("error"), dict) and meta["error"].get("traceback"):
+            where = show_path(os.path.join(folder, results.METAFILE))
+            parts.append(f"   traceback: {where} (error.traceback)")
+        if os.path.exists(log):
+            parts.append(f"   log:       {show_path(log)}")
+        for key in ("slurm_stderr",):  # a job that died outside the experiment: its stderr
+            if isinstance(meta.get(key), str) and os.path.exists(meta[key]):
+                parts.append(f"   stderr:    {show_path(meta[key])}")
     parts.append(
         f"{len(bad)} failed or interrupted of {len(rows)} selected"
         + ("; rerun them with --retry-failed" if bad else "")
@@ -308,11 +319,9 @@ def format_status(rows: Sequence[StatusRow], fmt: Format = "table") -> str:
         }
         for r in rows
     ]
-    if fmt == "csv":
-        for d, r in zip(data, rows, strict=True):  # machine-readable: raw values
-            d["duration"] = "" if r.duration is None else f"{r.duration:.6f}"
-            d["finished"] = r.ended or ""
-        return format_rows(data, "csv") if data else "name,status,duration,finished,where,error"
+    if fmt == "csv":  # machine-readable: raw values, under the JSON output's names
+        raw = [{k: v if v is not None else "" for k, v in r.as_dict().items()} for r in rows]
+        return format_rows(raw, "csv") if raw else ",".join(StatusRow.__dataclass_fields__)
     if not data:
         return "(no experiments selected)"
     return format_rows(data, "table")

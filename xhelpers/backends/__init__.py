@@ -17,6 +17,9 @@ _REGISTRY: dict[str, str] = {
 }
 
 
+_EXTRAS = {"slurm": "slurm"}  # backend -> the pip extra that installs what it needs
+
+
 def backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -27,8 +30,18 @@ def get_backend(name: str) -> type[Backend]:
         target = _REGISTRY[name]
     except KeyError:
         raise BackendError(
-            f"unknown backend {name!r}; valid backends: {', '.join(backend_names())}"
+            f"unknown backend {name!r}; valid backends: {', '.join(backend_names())}",
+            usage=True,
         ) from None
     module, _, attr = target.partition(":")
-    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    try:
+        imported = importlib.import_module(module)
+    except ModuleNotFoundError as exc:  # its optional dependency is missing
+        extra = _EXTRAS.get(name, name)
+        raise BackendError(
+            f"the {name} backend needs {exc.name}, which is not installed: "
+            f"pip install 'xhelpers[{extra}]'",
+            usage=True,
+        ) from None
+    cls: type[Backend] = getattr(imported, attr)
     return cls

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -81,17 +82,20 @@ class LocalBackend(Backend):
         if self._current is not None:  # interrupted inside execute
             task, self._current = self._current, None
             yield Lost(task, os.getpid(), None, "interrupted")
-        while self._pending and not self._stopping:
-            task = self._pending.popleft()
-            self._current = task
-            since = _boot_clock()
-            try:
-                result = execute(task, self.ctx)
-            except KeyboardInterrupt:
-                _stop_children_since(since)
-                raise
-            self._current = None
-            yield Finished(task, result)
+        with _interrupt_handler():
+            while self._pending and not self._stopping:
+                if execution.stop_requested():  # Ctrl-C between two experiments
+                    raise KeyboardInterrupt
+                task = self._pending.popleft()
+                self._current = task
+                since = _boot_clock()
+                try:
+                    result = execute(task, self.ctx)
+                except KeyboardInterrupt:
+                    _stop_children_since(since)
+                    raise
+                self._current = None
+                yield Finished(task, result)
 
     # -- in worker processes --------------------------------------------------------------
     def _spawn(self) -> _Worker:
@@ -243,6 +247,23 @@ class LocalBackend(Backend):
             worker.proc.join()
             worker.conn.close()
         self._workers.clear()
+
+
+@contextmanager
+def _interrupt_handler() -> Iterator[None]:
+    """Ctrl-C as in workers: KeyboardInterrupt inside experiments, a stop request
+    elsewhere, so an experiment that catches it is still recorded as interrupted."""
+    try:
+        previous = signal.signal(signal.SIGINT, execution.on_interrupt_signal)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    execution.reset_stop()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        execution.reset_stop()
 
 
 def _boot_clock() -> float:
