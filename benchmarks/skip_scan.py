@@ -17,6 +17,7 @@ import time
 from functools import partial
 
 import xhelpers as xh
+from xhelpers.fingerprints import fingerprint
 from xhelpers.results import METAFILE, encode_metafile
 
 
@@ -34,15 +35,16 @@ def main() -> None:
     )
     try:
         names = [f"sweep/a={i % 100}/b={i // 100}" for i in range(args.n)]
-        text = encode_metafile("success", '"group": "scan", "duration": 0.1').encode()
-        for name in names:
-            folder = os.path.join(root, "scan", name)
-            os.makedirs(folder)
-            with open(os.path.join(folder, METAFILE), "wb") as f:
-                f.write(text)
         group = xh.ParametrizedExperiments(
             "scan", {n: partial(noop, i) for i, n in enumerate(names)}
         )
+        for name in names:  # as xhelpers writes them: status, then the fingerprint
+            folder = os.path.join(root, "scan", name)
+            os.makedirs(folder)
+            fp = fingerprint(group.experiments[name])
+            body = f'"fingerprint": "{fp}", "group": "scan", "duration": 0.1'
+            with open(os.path.join(folder, METAFILE), "w") as f:
+                f.write(encode_metafile("success", body))
         ratios = []
         for r in range(args.repeat):
             start = time.perf_counter()
