@@ -301,7 +301,10 @@ def test_recheck_under_lock_even_when_this_runner_made_the_folder(
 
     def made_then_finished_by_other_runner(folder: str) -> bool:
         existed = real(folder)
+        other = results.ExperimentLock(folder)  # the other runner locks, runs, finishes
+        assert other.acquire()
         results.write_metafile(folder, {"status": "success", "runs": 1})
+        other.release()
         return existed
 
     monkeypatch.setattr(results, "ensure_folder", made_then_finished_by_other_runner)
@@ -349,3 +352,20 @@ g = xh.ParametrizedExperiments("g", names)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "61 succeeded" in out
+
+
+def test_nested_runs_keep_each_experiment_log(tmp_path: Path) -> None:
+    """An experiment that runs another group in-process: both logs stay whole."""
+    from experiments import log
+
+    inner = xh.ParametrizedExperiments("inner", {"i": partial(write_param, param=5)})
+
+    def outer() -> None:
+        log.warning("before")
+        inner(quiet=True, config_file=False, config={"output_directory": str(tmp_path / "results")})
+        log.warning("after")
+
+    xh.ParametrizedExperiments("outer", {"o": outer})(quiet=True)
+    text = (tmp_path / "results/outer/o/experiment.log").read_text()
+    assert "before" in text and "after" in text
+    assert "param=5" in (tmp_path / "results/inner/i/experiment.log").read_text()

@@ -185,7 +185,8 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
         resumed: list[str] = []
         # Checked under the lock whoever made the folder: another runner may have
         # created it and finished the experiment since we planned.
-        previous = results.read_metafile(folder) if results.has_metafile(folder) else None
+        fresh = lock.created and not existed  # nobody has ever run it here
+        previous = None if fresh else results.read_metafile(folder)
         if previous is not None:
             status = previous.get("status")
             if status == results.DONE and not task.force:

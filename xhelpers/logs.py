@@ -109,15 +109,38 @@ def console_logging(level: str | int, *, force: bool = True) -> Iterator[None]:
         root.setLevel(old_level)
 
 
+class _ExperimentLogHandler(logging.FileHandler):
+    """One per process, pointed at each experiment's log file in turn.
+
+    Made once because a FileHandler costs a lock, a registry entry and a path lookup
+    each time, and this runs for every experiment. The file is opened on the first
+    record only: an experiment that logs nothing costs no file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(os.devnull, delay=True)
+        self.setFormatter(logging.Formatter(_FILE_FORMAT))
+        self.setLevel(logging.DEBUG)
+
+    def point_at(self, path: str | None) -> None:
+        self.close()  # the previous experiment's file, if it was opened
+        self.baseFilename = path or os.devnull
+
+
+_log_handler: _ExperimentLogHandler | None = None
+
+
 @contextmanager
 def experiment_logging(name: str, folder: str, logger_name: str = "") -> Iterator[None]:
     """Route every record of ``logger_name`` ('' = all) to ``<folder>/experiment.log``."""
-    global _current
+    global _current, _log_handler
     logger = logging.getLogger(logger_name or None)
-    # delay=True: an experiment that logs nothing costs no file.
-    handler = logging.FileHandler(os.path.join(folder, EXPERIMENT_LOG), delay=True)
-    handler.setFormatter(logging.Formatter(_FILE_FORMAT))
-    handler.setLevel(logging.DEBUG)
+    handler = _log_handler
+    if handler is None:
+        handler = _log_handler = _ExperimentLogHandler()
+    elif handler.baseFilename != os.devnull:  # an experiment running another one inside
+        handler = _ExperimentLogHandler()
+    handler.point_at(f"{folder}/{EXPERIMENT_LOG}")
     old_level, old_current = logger.level, _current
     logger.addHandler(handler)
     if old_level != logging.DEBUG:  # setLevel clears every logger's cache: skip if we can
@@ -130,7 +153,7 @@ def experiment_logging(name: str, folder: str, logger_name: str = "") -> Iterato
         if old_level != logging.DEBUG:
             logger.setLevel(old_level)
         logger.removeHandler(handler)
-        handler.close()
+        handler.point_at(None)
 
 
 class ForwardHandler(logging.Handler):

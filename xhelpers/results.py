@@ -61,19 +61,26 @@ _FP = b'", "fingerprint": "'
 _FP_LEN = len(_FP)
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def now() -> str:
     """Local time with its UTC offset, ISO 8601, to the millisecond."""
-    # time.localtime is several times cheaper than datetime.now().astimezone(),
-    # and this runs twice per experiment.
-    now = time.time()
-    local = time.localtime(now)
-    offset = local.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    hours, minutes = divmod(abs(offset), 60)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", local)
-        + f".{int(now % 1 * 1000):03d}{sign}{hours:02d}:{minutes:02d}"
-    )
+    # Twice per experiment: the formatted second (and offset) is reused within it.
+    global _second
+    stamp = time.time()
+    whole = int(stamp)
+    if whole != _second[0]:
+        local = time.localtime(whole)
+        offset = local.tm_gmtoff // 60
+        hours, minutes = divmod(abs(offset), 60)
+        sign = "+" if offset >= 0 else "-"
+        _second = (
+            whole,
+            time.strftime("%Y-%m-%dT%H:%M:%S", local) + f"{sign}{hours:02d}:{minutes:02d}",
+        )
+    text = _second[1]
+    return f"{text[:19]}.{int(stamp % 1 * 1000):03d}{text[19:]}"
 
 
 def experiment_folder(output_directory: str | os.PathLike[str], group: str, name: str) -> str:
@@ -175,13 +182,13 @@ def write_metafile(folder: str, data: str | Mapping[str, Any]) -> None:
     if not isinstance(data, str):
         rest = {k: v for k, v in data.items() if k != "status"}
         data = encode_metafile(str(data["status"]), json.dumps(rest, default=repr)[1:-1])
-    tmp = os.path.join(folder, _TMP_PREFIX + str(os.getpid()))
+    tmp = f"{folder}/{_TMP_PREFIX}{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data.encode())
     finally:
         os.close(fd)
-    os.replace(tmp, os.path.join(folder, METAFILE))
+    os.replace(tmp, f"{folder}/{METAFILE}")
 
 
 class ExperimentLock:
@@ -192,15 +199,23 @@ class ExperimentLock:
     with byte-range locks, which still exclude across nodes.
     """
 
-    __slots__ = ("_fd", "path")
+    __slots__ = ("_fd", "created", "path")
 
     def __init__(self, folder: str) -> None:
-        self.path = os.path.join(folder, LOCKFILE)
+        self.path = f"{folder}/{LOCKFILE}"
         self._fd: int | None = None
+        # True when this acquire() made the lock file: no runner ever worked in the
+        # folder before, so there is no metafile to check again under the lock.
+        self.created = False
 
     def acquire(self) -> bool:
         """Take the lock if free; False if another process holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self.created = True
+        except FileExistsError:
+            fd = os.open(self.path, os.O_RDWR, 0o644)
+            self.created = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
