@@ -17,10 +17,10 @@ from . import framework
 from .errors import BackendError, XHelpersError
 from .framework import ParametrizedExperiments
 from .logs import level_for_verbosity
-from .status import FORMATS
 
 __all__ = ["UsageError", "build_cli", "experiment_cli"]
 
+FORMATS = ("table", "csv", "json")  # of -l and --results (xhelpers.status formats them)
 _HELP_LISTED = 40  # experiments named in a group's --help before summarizing by folder
 
 

@@ -88,7 +88,9 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     whatever the caller passed (None, a dict, or any config instance).
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # defer_build: a CLI that only shows --help never validates a config, so it need not
+    # pay for building the schema of every field at import.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
     _xh_own_fields: ClassVar[frozenset[str]] = frozenset()
 
     output_directory: Path = Field(

@@ -47,7 +47,7 @@ STATUS_ORDER = (
     results.SUBMITTED,
     PENDING,
 )
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json")  # the CLI offers the same (cli.FORMATS)
 Format = Literal["table", "csv", "json"]
 
 
