@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -51,6 +52,34 @@ def test_in_process_sys_exit_does_not_end_the_run(tmp_path: Path) -> None:
     assert summary["exits"].status == "failed" and summary["after"].status == "success"
 
 
+def ctrl_c_run(
+    tmp_path: Path,
+    body: str,
+    jobs: str,
+    prefix: str,
+    running: int,
+    before: Callable[[list[Path]], None] | None = None,
+) -> str:
+    """Run group g of ``body``, Ctrl-C it once ``running`` experiments announced
+    themselves, and return its stdout; it must exit 130."""
+    write_run_py(tmp_path, body)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "g", f"-j{jobs}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = [tmp_path / f"results/g/{prefix}{i}/{i}.started" for i in range(running)]
+    wait_until(lambda: all(p.exists() and p.read_text() for p in started), what="experiments")
+    if before is not None:
+        before(started)
+    proc.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    return out
+
+
 RUN_BLOCKING = """
 class Cfg(xh.BaseConfig):
     pass
@@ -62,22 +91,14 @@ g = xh.ParametrizedExperiments("g", names, configcls=Cfg)
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_ctrl_c_records_interrupted_and_leaves_no_process(tmp_path: Path, jobs: str) -> None:
-    write_run_py(tmp_path, RUN_BLOCKING)
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "g", f"-j{jobs}"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     running = 2 if jobs == "2" else 1
-    started = [tmp_path / f"results/g/block_{i}/{i}.started" for i in range(running)]
-    wait_until(lambda: all(p.exists() and p.read_text() for p in started), what="experiments")
-    pids = [int(x) for p in started for x in p.read_text().split()]
-    assert all(pid_alive(pid) for pid in pids)
-    proc.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (out, err)
+    pids: list[int] = []
+
+    def check_alive(started: list[Path]) -> None:
+        pids.extend(int(x) for p in started for x in p.read_text().split())
+        assert all(pid_alive(pid) for pid in pids)
+
+    out = ctrl_c_run(tmp_path, RUN_BLOCKING, jobs, "block_", running, check_alive)
     for i in range(running):
         data = meta(tmp_path / f"results/g/block_{i}")
         assert data["status"] == "interrupted"
@@ -119,20 +140,8 @@ g = xh.ParametrizedExperiments("g", names)
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_caught_ctrl_c_is_still_interrupted_never_success(tmp_path: Path, jobs: str) -> None:
-    write_run_py(tmp_path, RUN_SWALLOW)
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "g", f"-j{jobs}"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     running = 2 if jobs == "2" else 1
-    started = [tmp_path / f"results/g/s{i}/{i}.started" for i in range(running)]
-    wait_until(lambda: all(p.exists() for p in started), what="experiments")
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (out, err)
+    out = ctrl_c_run(tmp_path, RUN_SWALLOW, jobs, "s", running)
     for i in range(running):
         folder = tmp_path / f"results/g/s{i}"
         data = meta(folder)
