@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions
+.PHONY: demo test shells lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,19 @@ typecheck: $(VENV)/.test-installed
 pytest: $(VENV)/.test-installed
 	$(PY) -m pytest
 
-test: $(VENV)/.test-installed slurm-start lint typecheck pytest
+# zsh and fish: the completion tests drive real shells (bash is always there; the
+# others are installed when this machine can, and their tests skip otherwise).
+shells:
+	@if ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null 2>&1 && \
+			     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish >/dev/null 2>&1; } \
+			|| echo "could not install zsh and fish: their completion tests will skip"; \
+		else echo "zsh/fish missing: their completion tests will skip"; fi; \
+	fi
+
+test: $(VENV)/.test-installed slurm-start shells lint typecheck pytest
 
 # The suite without SLURM on every other Python this machine has (3.10+; pyenv's or
 # python3.X on PATH), each in its own venv under .venvs/. Not part of `make test`:
