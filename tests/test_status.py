@@ -344,3 +344,13 @@ g = xh.ParametrizedExperiments("g", {"a": partial(f, tags={"alpha", "beta", "gam
         env=dict(os.environ, PYTHONHASHSEED="3"),
     )
     assert imported.stdout.strip() == "['done']", imported.stderr
+
+
+def test_unreadable_metafile_is_shown_as_such(tmp_path: Path) -> None:
+    group = xh.ParametrizedExperiments("u", {"a": no_config})
+    folder = tmp_path / "results/u/a"
+    folder.mkdir(parents=True)
+    (folder / "metafile.json").write_text('{"status": "succ')  # cut short by a full disk
+    row = group.status()[0]
+    assert row.status == "unreadable" and row.error and "not readable" in row.error
+    assert group(quiet=True)["a"].status == "success"  # a run redoes it

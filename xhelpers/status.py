@@ -38,6 +38,7 @@ __all__ = [
 # "done" (or "stale" when the experiment's definition changed since), no metafile is
 # "pending", and "running" with a free lock (its runner died) is "interrupted".
 DONE, PENDING, STALE = "done", "pending", "stale"
+UNREADABLE = "unreadable"  # a metafile that is there but not JSON: a run redoes it
 STATUS_ORDER = (
     DONE,
     STALE,
@@ -46,6 +47,7 @@ STATUS_ORDER = (
     results.RUNNING,
     results.SUBMITTED,
     PENDING,
+    UNREADABLE,
 )
 FORMATS = ("table", "csv", "json")  # the CLI offers the same (cli.FORMATS)
 Format = Literal["table", "csv", "json"]
@@ -81,6 +83,8 @@ def _error_line(meta: Mapping[str, Any]) -> str | None:
 
 def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str) -> StatusRow:
     if meta is None:
+        if os.path.exists(f"{folder}/{results.METAFILE}"):  # there, but not JSON we can read
+            return StatusRow(name, UNREADABLE, error="metafile.json is not readable JSON")
         return StatusRow(name, PENDING)
     status = str(meta.get("status"))
     if status == results.DONE:
