@@ -172,7 +172,24 @@ def _error_members(exc: BaseException) -> tuple[str, str]:
 
 
 def execute(task: Task, ctx: RunContext) -> TaskResult:
-    """Run one experiment in its folder and record it; KeyboardInterrupt is re-raised."""
+    """Run one experiment in its folder and record it; KeyboardInterrupt is re-raised.
+
+    With ``ctx.slack_thread`` (a SLURM task of a run that posts to Slack) its warnings
+    go into the run's thread from here, and with nobody waiting for it (``--no-wait``)
+    its outcome too: the core reports, wherever it runs.
+    """
+    if ctx.slack_thread is None:
+        return _execute(task, ctx)
+    from . import notify  # only runs that post to Slack import it (and slack_sdk)
+
+    with notify.task_thread(ctx.slack_thread, ctx.config) as slack:
+        result = _execute(task, ctx)
+        if slack is not None and not ctx.submitter_waits:  # nobody else will say it
+            slack.outcome(task.name, result.status, task.folder, result.duration, result.error)
+    return result
+
+
+def _execute(task: Task, ctx: RunContext) -> TaskResult:
     folder = task.folder
     existed = results.ensure_folder(folder)
     lock = results.ExperimentLock(folder)

@@ -128,16 +128,7 @@ class SlurmTask:
         task = self.task
         if self.attempt > 1 and task.force:  # --force empties the folder once, not per attempt
             task = dataclasses.replace(task, force=False)
-        if ctx.slack_thread is None:
-            self.result = execute(task, ctx)
-            return self.result
-        from .. import notify  # only runs that post to Slack import it (and slack_sdk)
-
-        with notify.task_thread(ctx.slack_thread, ctx.config) as slack:  # posts its warnings
-            self.result = execute(task, ctx)
-            if slack is not None and not ctx.submitter_waits:  # nobody else will say it
-                r = self.result
-                slack.outcome(task.name, r.status, task.folder, r.duration, r.error)
+        self.result = execute(task, ctx)
         return self.result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
