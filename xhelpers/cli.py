@@ -6,6 +6,7 @@ experiment failed or was interrupted, 2 for usage errors, 130 for Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -331,5 +332,6 @@ def experiment_cli(args: Sequence[str] | None = None, *, standalone_mode: bool =
 
 
 def _prog_name() -> str:
-    script = sys.argv[0] if sys.argv else "run.py"
-    return script.rsplit("/", 1)[-1] if script.endswith(".py") else "xhelpers"
+    """The script's file name as typed (run.py, ./train-all), for usage lines."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script and script not in ("-c", "__main__.py") else "xhelpers"
