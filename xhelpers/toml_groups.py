@@ -114,9 +114,10 @@ class _GroupReader:
 
         for where, gtable in self._grids(gname, table):
             if name_template is None:
+                example = "/".join(f"{p}={{{p}}}" for p in gtable) or "lr={lr}"
                 raise self.file.error(
                     (gname, *where),
-                    'a grid needs the group\'s name template: name = "lr={lr}/seed={seed}"',
+                    f'a grid needs the group\'s name template, e.g. name = "{example}"',
                 )
             for param, values in gtable.items():
                 self._check_param(gname, (*where, param), param, fields)
