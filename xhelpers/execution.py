@@ -23,10 +23,9 @@ from . import results
 from .config import BaseConfig
 from .fingerprints import qualname
 from .logs import experiment_logging
+from .summary import BUSY, SKIPPED
 
 __all__ = [
-    "BUSY",
-    "SKIPPED",
     "ExperimentInfo",
     "RunContext",
     "Task",
@@ -40,9 +39,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-SKIPPED = "skipped"
-BUSY = "running elsewhere"
 
 
 @dataclass(slots=True)

@@ -219,14 +219,13 @@ class ParametrizedExperiments:
 
         Returns (job ids cancelled, names marked).
         """
-        import os
-
         from .config import resolve_config
+        from .results import group_prefix
         from .slurm_queue import cancel_experiments
 
         names = self.select(*patterns)
         resolved = resolve_config(self.configcls, config_file=config_file, config=config)
-        base = os.path.join(os.path.abspath(resolved.output_directory), self.name) + os.sep
+        base = group_prefix(resolved.output_directory, self.name)
         return cancel_experiments({n: base + n for n in names})
 
     def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:

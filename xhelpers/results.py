@@ -32,13 +32,12 @@ __all__ = [
     "encode_metafile",
     "ensure_folder",
     "experiment_folder",
-    "has_metafile",
+    "group_prefix",
     "is_locked",
     "now",
     "read_heads",
     "read_metafile",
     "read_status",
-    "read_statuses",
     "write_metafile",
 ]
 
@@ -83,6 +82,14 @@ def now() -> str:
     return f"{text[:19]}.{int(stamp % 1 * 1000):03d}{text[19:]}"
 
 
+def group_prefix(output_directory: str | os.PathLike[str], group: str) -> str:
+    """``<absolute output_directory>/<group>/``: an experiment's folder is this + its name.
+
+    A string prefix, not os.path.join per name: at 100,000 names the difference shows.
+    """
+    return os.path.join(os.path.abspath(output_directory), group) + os.sep
+
+
 def experiment_folder(output_directory: str | os.PathLike[str], group: str, name: str) -> str:
     """The folder of one experiment; names are validated, so this never leaves the tree."""
     return os.path.join(os.fspath(output_directory), group, *name.split("/"))
@@ -102,11 +109,6 @@ def ensure_folder(folder: str) -> bool:
 def read_status(folder: str) -> str | None:
     """The status in the folder's metafile, or None when there is none (never run)."""
     return read_heads(folder, [""])[0][0]
-
-
-def read_statuses(base: str, names: Sequence[str]) -> list[str | None]:
-    """``read_status`` of ``base/name`` for many names at once."""
-    return [status for status, _ in read_heads(base, names)]
 
 
 def read_heads(base: str, names: Sequence[str]) -> list[tuple[str | None, str | None]]:
@@ -151,15 +153,6 @@ def read_heads(base: str, names: Sequence[str]) -> list[tuple[str | None, str | 
     finally:
         os.close(base_fd)
     return heads
-
-
-def has_metafile(folder: str) -> bool:
-    """Whether the folder has a metafile; cheap when it has none (the common case)."""
-    try:
-        os.close(os.open(folder + "/" + METAFILE, os.O_RDONLY))
-    except OSError:
-        return False
-    return True
 
 
 def read_metafile(folder: str) -> dict[str, Any] | None:

@@ -62,7 +62,7 @@ class RunOptions:
 
 
 def plan(
-    group: ParametrizedExperiments, names: Sequence[str], root: str, options: RunOptions
+    group: ParametrizedExperiments, names: Sequence[str], base: str, options: RunOptions
 ) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
     """Split selected names into what to run and {name: why not} for the rest.
 
@@ -73,8 +73,6 @@ def plan(
     skip: dict[str, str] = {}
     submitted: dict[str, str] = {}
     experiments = group.experiments
-    # Plain concatenation, not os.path.join: at 100,000 names the difference shows.
-    base = os.path.join(root, group.name) + os.sep
     heads = results.read_heads(base, names)
     for name, (status, fp) in zip(names, heads, strict=True):
         if status is None:
@@ -105,8 +103,7 @@ def plan(
     return to_run, skip
 
 
-def _failed_only(group: ParametrizedExperiments, names: list[str], root: str) -> list[str]:
-    base = os.path.join(root, group.name) + os.sep
+def _failed_only(names: list[str], base: str) -> list[str]:
     keep = []
     for name, (status, _) in zip(names, results.read_heads(base, names), strict=True):
         if status in _RETRYABLE or (
@@ -194,13 +191,12 @@ def _run(
     notifier: SlackRun | None = None,
 ) -> RunSummary:
     start = time.perf_counter()
-    root = os.path.abspath(config.output_directory)
+    base = results.group_prefix(config.output_directory, group.name)
     if options.retry_failed:
-        names = _failed_only(group, names, root)
+        names = _failed_only(names, base)
         if not names:
             logger.warning("nothing to retry: no selected experiment failed or was interrupted")
-    to_run, skip = plan(group, names, root, options)
-    base = os.path.join(root, group.name) + os.sep
+    to_run, skip = plan(group, names, base, options)
     done: dict[str, ExperimentOutcome] = {
         name: ExperimentOutcome(name, status, base + name) for name, status in skip.items()
     }
@@ -295,7 +291,7 @@ def _execute(
     interrupted = False
     job_ids: dict[str, str] = {}
     try:
-        with progress if show else _nothing():
+        with progress if show else nullcontext():
             backend.start(tasks)
             job_ids = getattr(backend, "job_ids", {})
             if not options.wait:
@@ -353,14 +349,6 @@ def _tell_queued(group: str, backend: Any, patterns: Sequence[str]) -> None:
         f"  cancel:  python {prog} {selection} --cancel",
         flush=True,
     )
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _record(report: Report, ctx: RunContext, job_ids: Mapping[str, str]) -> ExperimentOutcome:

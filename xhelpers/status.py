@@ -67,7 +67,7 @@ class StatusRow:
 
 
 def _base(group: ParametrizedExperiments, config: BaseConfig) -> str:
-    return os.path.join(os.path.abspath(config.output_directory), group.name) + os.sep
+    return results.group_prefix(config.output_directory, group.name)
 
 
 def _error_line(meta: Mapping[str, Any]) -> str | None:

@@ -46,7 +46,7 @@ from submitit.core import utils as submitit_utils
 from .. import execution, records, results
 from ..config import RESOURCE_KEYS, BaseConfig
 from ..errors import BackendError
-from ..execution import BUSY, SKIPPED, RunContext, Task, TaskResult, execute
+from ..execution import RunContext, Task, TaskResult, execute
 from ..slurm_queue import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -58,6 +58,7 @@ from ..slurm_queue import (
     read_max_array_size,
 )
 from ..slurm_resources import resources_for, sbatch_parameters
+from ..summary import BUSY, SKIPPED
 from .base import Backend, Finished, Lost, Report
 
 __all__ = [
