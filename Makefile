@@ -1,20 +1,40 @@
 # make demo: a virtualenv with xhelpers, the example study run locally, its table.
 # make test: test tools, the local SLURM cluster (when this machine can run it), the suite.
+# Both install the versions pinned, with hashes, in requirements/ (make lock refreshes them);
+# make test-latest runs the suite against the newest releases instead.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+# The locks: every package and version the venv gets, with hashes, for Python 3.10+.
+# runtime.txt: xhelpers' dependencies (make demo); test.txt: those, the same versions,
+# and the test and docs tools (make test). xhelpers itself then goes in without deps.
+# uv installs them (measured here: 13 s for the test lock where pip took 87 s); uv itself
+# comes hashed from requirements/uv.txt, in its own venv.
+LOCK         := requirements/test.txt
+RUNTIME_LOCK := requirements/runtime.txt
+UV           := .venv-uv/bin/uv
+UV_PIP       := $(UV) pip install --quiet --python
 
-.PHONY: demo test shells lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions
+.PHONY: demo test shells lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions \
+	lock lock-upgrade test-latest soak
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) -e .
+$(UV): requirements/uv.txt
+	$(PYTHON) -m venv .venv-uv
+	.venv-uv/bin/python -m pip install --quiet --disable-pip-version-check \
+		--require-hashes -r requirements/uv.txt
 	touch $@
 
-$(VENV)/.test-installed: $(VENV)/.installed pyproject.toml
-	$(PIP) -e '.[test]'
+# Each stamp depends on its lock: a changed lock reinstalls (pins move up or down).
+$(VENV)/.installed: $(RUNTIME_LOCK) pyproject.toml | $(UV)
+	$(PYTHON) -m venv $(VENV)
+	$(UV_PIP) $(PY) --require-hashes -r $(RUNTIME_LOCK)
+	$(UV_PIP) $(PY) --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed $(LOCK) | $(UV)
+	$(UV_PIP) $(PY) --require-hashes -r $(LOCK)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -43,14 +63,26 @@ slurm-status:
 	bash scripts/local-slurm status
 
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check xhelpers tests benchmarks
-	$(PY) -m ruff format --check xhelpers tests benchmarks
+	$(PY) -m ruff check xhelpers tests benchmarks scripts
+	$(PY) -m ruff format --check xhelpers tests benchmarks scripts
+
+# The documentation site (mkdocs.yml, docs/) into site/. Strict: a broken link or anchor,
+# a page missing from the nav, an unreadable docstring or a resource from the internet
+# fails it. make test builds it too; tests/test_docs.py runs every example in it.
+.PHONY: docs
+docs: $(VENV)/.test-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy
 
 pytest: $(VENV)/.test-installed
 	$(PY) -m pytest
+
+# The soak test for minutes: runners on one group under random SIGKILLs (tests/test_soak.py).
+# make pytest runs it short; XHELPERS_SOAK_SEED=<seed> replays a failed run's kills.
+soak: $(VENV)/.test-installed
+	XHELPERS_SOAK=long $(PY) -m pytest -m soak -v -s -p no:cacheprovider tests/test_soak.py
 
 # zsh and fish: the completion tests drive real shells (bash is always there; the
 # others are installed when this machine can, and their tests skip otherwise).
@@ -64,12 +96,12 @@ shells:
 		else echo "zsh/fish missing: their completion tests will skip"; fi; \
 	fi
 
-test: $(VENV)/.test-installed slurm-start shells lint typecheck pytest
+test: $(VENV)/.test-installed slurm-start shells lint typecheck docs pytest
 
 # The suite without SLURM on every other Python this machine has (3.10+; pyenv's or
 # python3.X on PATH), each in its own venv under .venvs/. Not part of `make test`:
 # it doubles its time; run it before a release.
-test-versions:
+test-versions: $(UV)
 	@for v in 3.10 3.12 3.13; do \
 		py=; for c in $$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python 2>/dev/null) \
 			$$(command -v python$$v); do \
@@ -77,16 +109,51 @@ test-versions:
 		done; \
 		if [ -z "$$py" ]; then echo "python$$v: not found, skipped"; continue; fi; \
 		echo "== python$$v ($$py)"; \
-		$$py -m venv .venvs/$$v && .venvs/$$v/bin/python -m pip install --quiet -e '.[test]' \
+		$$py -m venv .venvs/$$v \
+		&& $(UV_PIP) .venvs/$$v/bin/python --require-hashes -r $(LOCK) \
+		&& $(UV_PIP) .venvs/$$v/bin/python --no-deps --no-build-isolation -e . \
 		&& .venvs/$$v/bin/python -m pytest -q -p no:cacheprovider \
 			--ignore=tests/test_slurm_cluster.py --ignore=tests/test_slurm_backend.py \
 			--ignore=tests/test_slurm_run.py || exit 1; \
 	done
 
+# make lock: rewrite the locks from pyproject.toml (and requirements/*.in), keeping every
+# pin that still fits; make lock-upgrade: every package, uv too, to its newest release; one
+# package: make lock LOCK_ARGS='--upgrade-package NAME'. Commit requirements/ afterwards.
+# uv resolves for every Python 3.10+ and platform at once (--universal).
+LOCK_ARGS  ?=
+UV_COMPILE  = $(UV) pip compile --quiet --universal --python-version 3.10 --generate-hashes \
+	--custom-compile-command 'make lock'
+
+lock: $(UV)
+	$(UV_COMPILE) $(LOCK_ARGS) pyproject.toml requirements/build.in --extra test -o $(LOCK)
+	$(UV_COMPILE) pyproject.toml requirements/build.in -c $(LOCK) -o $(RUNTIME_LOCK)
+	$(UV_COMPILE) $(LOCK_ARGS) requirements/uv.in -o requirements/uv.txt
+
+lock-upgrade:
+	$(MAKE) lock LOCK_ARGS=--upgrade
+
+# The suite against the newest release of every dependency and tool, ignoring the lock, in
+# its own venv, upgraded at each run: upstream breakage shows up here, as this known job,
+# and not in a fresh clone's make test. Not part of make test; the versions it ran with
+# are in .venv-latest/versions.txt.
+LATEST := .venv-latest
+test-latest: slurm-start shells
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest
+
+# All five benchmarks (docs/guide/speed.md); slurm_submit.py needs a SLURM cluster
+# (bash scripts/local-slurm start) and is skipped, saying so, where sbatch is missing.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/local_overhead.py
 	$(PY) benchmarks/skip_scan.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/status_list.py
+	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py; \
+	else echo "benchmarks/slurm_submit.py skipped: no sbatch (bash scripts/local-slurm start)"; fi
 
 clean:
-	rm -rf demo .venvs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo site .venvs .venv-latest .venv-uv .pytest_cache .mypy_cache .ruff_cache

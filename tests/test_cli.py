@@ -213,8 +213,8 @@ g = xh.ParametrizedExperiments("g", {"a": ex.no_config})
     result = run_py(tmp_path, "g", "--slurm")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == (
-        "Error: the slurm backend needs submitit, which is not installed: "
-        "pip install 'xhelpers[slurm]'"
+        "Error: the slurm backend needs submitit, which is not installed "
+        "(xhelpers depends on it): pip install submitit"
     )
     assert not (tmp_path / "results/g/a/metafile.json").exists()
 

@@ -305,9 +305,7 @@ def _new_run(settings: SlackSettings, thread_ts: str | None = None) -> SlackRun 
     try:
         return SlackRun(settings, thread_ts=thread_ts)
     except ImportError:
-        logger.warning(
-            "Slack: slack_sdk is not installed (pip install 'xhelpers[slack]'); nothing posted"
-        )
+        logger.warning("Slack: slack_sdk is not installed (pip install slack_sdk); nothing posted")
     except Exception as exc:
         text = settings.without_token(f"{type(exc).__name__}: {exc}")
         logger.warning("Slack: cannot make a client (%s); nothing posted", text)

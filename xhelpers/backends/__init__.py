@@ -17,9 +17,6 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-_EXTRAS = {"slurm": "slurm"}  # backend -> the pip extra that installs what it needs
-
-
 def backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -36,11 +33,10 @@ def get_backend(name: str) -> type[Backend]:
     module, _, attr = target.partition(":")
     try:
         imported = importlib.import_module(module)
-    except ModuleNotFoundError as exc:  # its optional dependency is missing
-        extra = _EXTRAS.get(name, name)
+    except ModuleNotFoundError as exc:  # a dependency of xhelpers was removed
         raise BackendError(
-            f"the {name} backend needs {exc.name}, which is not installed: "
-            f"pip install 'xhelpers[{extra}]'",
+            f"the {name} backend needs {exc.name}, which is not installed "
+            f"(xhelpers depends on it): pip install {exc.name}",
             usage=True,
         ) from None
     cls: type[Backend] = getattr(imported, attr)
