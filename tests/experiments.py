@@ -136,3 +136,43 @@ def swallows_ctrl_c(*, started: str) -> str:
         Path("partial_result.txt").write_text("cut short")
         return "swallowed"
     return "finished"
+
+
+def _die_now() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _cannot_load(why: str) -> None:
+    raise RuntimeError(why)
+
+
+class DiesOnReceive:
+    """An argument whose unpickling kills the worker: it dies receiving its task, before
+    the experiment's folder exists (as under the OOM killer at that moment)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_die_now, ())
+
+    def __repr__(self) -> str:
+        return "DiesOnReceive()"
+
+
+class FailsOnReceive:
+    """An argument that pickles in the runner but cannot be unpickled in the worker."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_cannot_load, ("this argument cannot be loaded here",))
+
+    def __repr__(self) -> str:
+        return "FailsOnReceive()"
+
+
+def fills_disk(*, chunk: int = 4096) -> str:
+    """Writes into its folder until the filesystem is full, then returns normally."""
+    with open("filler.bin", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * chunk)
+        except OSError:
+            pass
+    return "filled"

@@ -297,17 +297,17 @@ def test_recheck_under_lock_even_when_this_runner_made_the_folder(
     B gets the lock: B must see A's success and skip, not run it a second time."""
     from xhelpers import results
 
-    real = results.ensure_folder
+    real = results.prepare_folder
 
-    def made_then_finished_by_other_runner(folder: str) -> bool:
-        existed = real(folder)
+    def made_then_finished_by_other_runner(folder: str, root: str) -> bool:
+        existed = real(folder, root)
         other = results.ExperimentLock(folder)  # the other runner locks, runs, finishes
         assert other.acquire()
         results.write_metafile(folder, {"status": "success", "runs": 1})
         other.release()
         return existed
 
-    monkeypatch.setattr(results, "ensure_folder", made_then_finished_by_other_runner)
+    monkeypatch.setattr(results, "prepare_folder", made_then_finished_by_other_runner)
     group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x")})
     summary = group(quiet=True)
     assert summary["a"].status == "skipped"

@@ -6,6 +6,7 @@ nothing of SLURM is mocked. Waits are bounded polls, never fixed sleeps.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -610,3 +612,17 @@ def test_record_lost_replaces_a_submitted_marker_of_that_job(tmp_path: Path) -> 
     assert not records.record_lost(task, ctx, None, "x", error, "interrupted", job_id="8_0")
     assert records.record_lost(task, ctx, None, "x", error, "interrupted", job_id="7_0")
     assert (results.read_metafile(task.folder) or {})["status"] == results.INTERRUPTED
+
+
+def test_task_pickle_keeps_file_names_of_code_sent_by_value(tmp_path: Path) -> None:
+    # cloudpickle 3.1.3 names by-value code "<dynamic-code>"; the node's tracebacks need
+    # the real file. A relative name becomes absolute: the node works in the experiment folder.
+    relative = types.FunctionType(boom.__code__.replace(co_filename="sub/boom.py"), globals())
+    for fn, filename in ((boom, __file__), (relative, str(tmp_path / "sub/boom.py"))):
+        task, ctx = _local_task(tmp_path, fn)
+        call = slurm_mod.SlurmTask(task, ctx, 1)
+        node = cloudpickle.loads(cloudpickle.dumps(call))  # as submitit ships it
+        assert node.task.fn is not fn and node.task.fn.__code__.co_filename == filename
+        assert node.task.fn.__code__.co_firstlineno == fn.__code__.co_firstlineno
+        assert (node.task.name, node.max_requeues, node.attempt) == ("x", 1, 1)
+        assert copy.copy(call).task is call.task  # checkpoint's copy stays shallow

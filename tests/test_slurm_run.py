@@ -181,6 +181,40 @@ def test_ctrl_c_while_waiting_leaves_jobs_running(project: Path) -> None:
     wait_until(lambda: status_of(gate) == "success", timeout=90, what="gate done on SLURM")
 
 
+RAISES_HERE = """
+def helper(n):
+    raise ValueError(f"no luck with {n}")  # failing line
+
+def fails(n):
+    return helper(n)  # calling line
+
+g = xh.ParametrizedExperiments("t", {"fails": partial(fails, n=0)})
+"""
+
+
+def test_traceback_from_the_node_names_run_py_and_its_lines(project: Path) -> None:
+    # run.py's functions travel by value; cloudpickle 3.1.3 names such code "<dynamic-code>"
+    run = write_run_py(project, RAISES_HERE)
+    lines = run.read_text().splitlines()
+    failing = next(i for i, line in enumerate(lines, 1) if line.endswith("# failing line"))
+    calling = next(i for i, line in enumerate(lines, 1) if line.endswith("# calling line"))
+    proc = cli(project, "t", "--slurm")
+    assert proc.returncode == 1 and "1 failed" in proc.stdout, (proc.stdout, proc.stderr)
+    data = meta(project / "results/t/fails")
+    assert data["backend"] == "slurm" and data["slurm_job_id"]
+    remote = data["error"]["traceback"]
+    assert "<dynamic-code>" not in remote, remote
+    assert f'File "{run}", line {calling}, in fails\n    return helper(n)' in remote, remote
+    assert (
+        f'File "{run}", line {failing}, in helper\n'
+        '    raise ValueError(f"no luck with {n}")  # failing line'
+    ) in remote, remote
+    # as good as a local run's, frame for frame
+    local = cli(project, "t", "--local", "--force")
+    assert local.returncode == 1, (local.stdout, local.stderr)
+    assert meta(project / "results/t/fails")["error"]["traceback"] == remote
+
+
 def test_python_api_on_slurm(
     project: Path, slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -285,6 +285,12 @@ def load_machine_values(spec: str | None) -> tuple[dict[str, Any], str | None]:
     module = importlib.util.module_from_spec(importer)
     try:
         importer.loader.exec_module(module)
+    except SystemExit as exc:  # a config file is read, not run: exiting is an error
+        line = _error_line(exc, path)
+        raise ConfigError(
+            f"config file {path!r} called sys.exit({exc.code!r}){line} while being loaded; "
+            "a config file only defines its class"
+        ) from None
     except Exception as exc:
         line = _error_line(exc, path)
         raise ConfigError(

@@ -17,6 +17,7 @@ __all__ = [
     "ExperimentDefinitionError",
     "ExperimentFileError",
     "PatternError",
+    "ResultTreeError",
     "XHelpersError",
 ]
 
@@ -64,6 +65,22 @@ class BackendError(XHelpersError, RuntimeError):
     def __init__(self, message: str, *, usage: bool = False) -> None:
         super().__init__(message)
         self.usage = usage
+
+
+class ResultTreeError(XHelpersError, OSError):
+    """An experiment's place in the result tree cannot be used safely.
+
+    Its folder (or a parent) is a file, its metafile is not a regular file, or a
+    symlink on the way leads out of the output directory. Only that experiment fails;
+    ``path`` names the offending entry.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:  # OSError's own formatting would show the args tuple
+        return str(self.args[0]) if self.args else ""
 
 
 class ExperimentFileError(ExperimentDefinitionError):

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import results
 from .config import BaseConfig
+from .errors import ResultTreeError
 from .fingerprints import qualname
 from .logs import experiment_logging
 from .summary import BUSY, SKIPPED
@@ -70,6 +71,9 @@ class RunContext:
     # to the metafile (slurm_job_id, node, attempts, submitit's log files).
     job_id: str | None = None
     job_members: str = ""
+    # The output directory with its symlinks resolved (results.real_root); nothing of
+    # the run is created, written or locked outside it. "" computes it where it runs.
+    root: str = ""
     # The run's Slack thread, {"channel", "thread_ts"} (never the token), for tasks that
     # post into it themselves (SLURM; see xhelpers.notify.task_thread). None: no Slack.
     slack_thread: dict[str, str] | None = None
@@ -187,46 +191,77 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
 
 def _execute(task: Task, ctx: RunContext) -> TaskResult:
     folder = task.folder
-    existed = results.ensure_folder(folder)
     lock = results.ExperimentLock(folder)
-    if not lock.acquire() and (
-        ctx.job_id is None or not _wait_for_submitter(lock, folder, ctx.job_id)
-    ):
+    try:
+        root = ctx.root or results.real_root(ctx.config.output_directory)
+        existed = results.prepare_folder(folder, root)
+        taken = lock.acquire()
+    except OSError as exc:  # the folder is a file, a link out of the tree, ...
+        return _refused(task, exc)
+    if not taken and (ctx.job_id is None or not _wait_for_submitter(lock, folder, ctx.job_id)):
         return TaskResult(task.name, BUSY)
     try:
-        runs = 1
-        resumed: list[str] = []
-        # Checked under the lock whoever made the folder: another runner may have
-        # created it and finished the experiment since we planned.
-        fresh = lock.created and not existed  # nobody has ever run it here
-        previous = None if fresh else results.read_metafile(folder)
-        if previous is not None:
-            status = previous.get("status")
-            if status == results.DONE and not task.force:
-                return TaskResult(task.name, SKIPPED)
-            if status == results.SUBMITTED:  # SLURM marker: its "runs" are the runs so far
-                runs = int(previous.get("runs") or 0) + 1
-            else:
-                runs = int(previous.get("runs") or 1) + 1
-        if existed or previous is not None:
-            if task.force:
-                results.empty_folder(folder)
-            else:
-                resumed = _checkpoints(folder, ctx.config.checkpoint_files)
-        config = task.config or ctx.config
-        head = (
-            f'{task.description}, "group": {json.dumps(ctx.group)}, '
-            f'"name": {json.dumps(task.name)}, "started": "{results.now()}", {_process_members()}, '
-            f'"runs": {runs}, {ctx.run_info}'
-        )
-        if resumed:
-            head += f', "resumed_from": {json.dumps(resumed)}'
-        if ctx.job_members:  # SLURM: job id, node, attempts, log files
-            head += ", " + ctx.job_members
-        results.write_metafile(folder, results.encode_metafile(results.RUNNING, head))
-        return _call(task, ctx, config, head)
+        try:
+            head = _start(task, ctx, folder, existed)
+        except OSError as exc:  # a full disk, metafile.json a folder, ...
+            return _refused(task, exc)
+        if head is None:
+            return TaskResult(task.name, SKIPPED)
+        return _call(task, ctx, task.config or ctx.config, head)
     finally:
         lock.release()
+
+
+def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> str | None:
+    """Under the lock: decide from what is on disk now; write ``running``; its members.
+
+    None when the experiment is done: whoever made the folder or the lock file, another
+    runner may have taken the lock first and finished it since we planned.
+    """
+    runs = 1
+    resumed: list[str] = []
+    # Read even in a folder this process just made: another runner may have found it
+    # made, taken the lock first, and run the experiment to its end since.
+    previous = results.read_own_metafile(folder)
+    if previous is not None:
+        status = previous.get("status")
+        if status == results.DONE and not task.force:
+            return None
+        if status == results.SUBMITTED:  # SLURM marker: its "runs" are the runs so far
+            runs = int(previous.get("runs") or 0) + 1
+        else:
+            runs = int(previous.get("runs") or 1) + 1
+    if existed or previous is not None:
+        if task.force:
+            results.empty_folder(folder)
+        else:
+            resumed = _checkpoints(folder, ctx.config.checkpoint_files)
+    head = (
+        f'{task.description}, "group": {json.dumps(ctx.group)}, '
+        f'"name": {json.dumps(task.name)}, "started": "{results.now()}", {_process_members()}, '
+        f'"runs": {runs}, {ctx.run_info}'
+    )
+    if resumed:
+        head += f', "resumed_from": {json.dumps(resumed)}'
+    if ctx.job_members:  # SLURM: job id, node, attempts, log files
+        head += ", " + ctx.job_members
+    results.write_metafile(folder, results.encode_metafile(results.RUNNING, head))
+    return head
+
+
+def _refused(task: Task, exc: OSError) -> TaskResult:
+    """An experiment that could not start: failed, with one line naming the cause.
+
+    Its metafile is left as it was (the cause is often that it cannot be written);
+    the run's summary carries the line.
+    """
+    if isinstance(exc, ResultTreeError):
+        line = str(exc)
+    else:
+        where = f" ({exc.filename})" if exc.filename else ""
+        line = f"{exc.strerror or exc}{where}"
+    logger.error("[%s] not started: %s", task.name, line)
+    return TaskResult(task.name, results.FAILED, error=line)
 
 
 def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskResult:
@@ -285,13 +320,32 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
             _current = None
             duration = time.perf_counter() - start
             os.chdir(cwd)
-    body = f'{head}, "ended": "{results.now()}", "duration": {duration:.6f}{returned}'
+    ended = results.now()
+    body = f'{head}, "ended": "{ended}", "duration": {duration:.6f}{returned}'
     if error_json is not None:
         body += f', "error": {error_json}'
-    results.write_metafile(folder, results.encode_metafile(status, body))
+    try:
+        results.write_metafile(folder, results.encode_metafile(status, body), durable=True)
+    except OSError as exc:
+        status, error_line = results.FAILED, _unrecorded(folder, head, ended, duration, exc)
     if interrupted is not None:
         raise interrupted
     return TaskResult(task.name, status, duration, error_line)
+
+
+def _unrecorded(folder: str, head: str, ended: str, duration: float, exc: OSError) -> str:
+    """The run's record could not be written (a full disk): record a failure if that
+    still fits, so nothing reads as done or running; the line for the summary."""
+    line = f"its result could not be recorded: {exc.strerror or exc}"
+    error = json.dumps({"type": "RecordError", "message": line})
+    body = f'{head}, "ended": "{ended}", "duration": {duration:.6f}, "error": {error}'
+    try:
+        results.write_metafile(folder, results.encode_metafile(results.FAILED, body))
+    except OSError:
+        logger.error("%s; its metafile still says running (shown as interrupted)", line)
+    else:
+        logger.error("%s", line)
+    return line
 
 
 # -- SLURM hooks ----------------------------------------------------------------------

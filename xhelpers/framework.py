@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import BaseConfig, check_resources
 from .errors import ExperimentDefinitionError, PatternError
+from .results import PATH_MAX
 
 if TYPE_CHECKING:
     from .status import StatusRow
@@ -21,6 +22,9 @@ _REGISTRY: dict[str, ParametrizedExperiments] = {}
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _MAGIC = re.compile(r"[*?\[]")
 _MAX_SEGMENT_BYTES = 255  # longest file name on common filesystems
+# A name's folder path must also hold the output directory and group before the name
+# (checked again with the real ones when a run starts) and a file name after it.
+_MAX_NAME_BYTES = PATH_MAX - 1024
 _NAME_RULES = (
     "names are path-like ('a/b/c'): no empty, '.' or '..' segment, no leading or "
     "trailing '/', no backslash or NUL, no top-level segment starting with '.', "
@@ -37,6 +41,12 @@ def _name_problem(name: object) -> str | None:
         return "leading or trailing '/'"
     if "\\" in name or "\0" in name:
         return "backslash or NUL"
+    try:
+        encoded = name.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no filesystem can hold it
+        return "not valid Unicode text (a lone surrogate?)"
+    if len(encoded) > _MAX_NAME_BYTES:
+        return f"longer than {_MAX_NAME_BYTES} bytes: its folder path would exceed the limit"
     segments = name.split("/")
     for seg in segments:
         if seg in ("", ".", ".."):

@@ -126,6 +126,19 @@ class _ExperimentLogHandler(logging.FileHandler):
         self.close()  # the previous experiment's file, if it was opened
         self.baseFilename = path or os.devnull
 
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # flushing onto a full disk: the log is lost, the run is not
+            self.stream = None  # type: ignore[assignment]
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A record that cannot be written (full disk) is dropped without logging's
+        # traceback on stderr; the metafile says what became of the run.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+
 
 _log_handler: _ExperimentLogHandler | None = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from . import logs, results
@@ -44,7 +45,10 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = 0.25 if self.tty else interval
-        self.done = self.failed = self.other = 0
+        self.done = self.failed = self.interrupted = self.other = 0
+        # How many experiments run now, as the backend knows it (None: it cannot tell,
+        # and as many as may run are shown while experiments are left).
+        self.running: Callable[[], int | None] = lambda: None
         self.start = time.monotonic()
         self._last = self.start
         self._shown = False
@@ -60,12 +64,16 @@ class Progress:
         if self.tty:
             self.clear()
             logs.set_status_line(None)
+        else:  # a log file ends with where the run ended, not where it was a while ago
+            print(self.text(), file=self.stream, flush=True)
 
     def update(self, status: str) -> None:
         if status == SUCCESS:
             self.done += 1
-        elif status in (results.FAILED, results.INTERRUPTED):
+        elif status == results.FAILED:
             self.failed += 1
+        elif status == results.INTERRUPTED:
+            self.interrupted += 1
         elif status != SKIPPED:
             self.other += 1
         self.tick(force=self.tty)
@@ -82,13 +90,16 @@ class Progress:
 
     # -- the line -----------------------------------------------------------------------
     def text(self) -> str:
-        finished = self.done + self.failed + self.other
+        finished = self.done + self.failed + self.interrupted + self.other
         left = max(0, self.total - finished)
-        running = min(self.jobs, left)
+        known = self.running()
+        running = min(self.jobs, left) if known is None else min(known, left)
         elapsed = time.monotonic() - self.start
         parts = [f"{self.group}: {self.done}/{self.total} done"]
         if self.failed:
             parts.append(f"{self.failed} failed")
+        if self.interrupted:
+            parts.append(f"{self.interrupted} interrupted")
         parts += [
             f"{running} running",
             f"{left - running} left",

@@ -45,10 +45,15 @@ def record_submitted(task: Task, ctx: RunContext, job_id: str, members: str = ""
     results.write_metafile(task.folder, results.encode_metafile(results.SUBMITTED, body))
 
 
-def lost_error(exitcode: int | None, why: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Describe a process that died under an experiment (segfault, kill, os._exit)."""
+def lost_error(
+    exitcode: int | None, why: str | None = None, cause: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Describe a process that died under an experiment (segfault, kill, os._exit), or
+    (``cause``) a task that never reached its process."""
     if why:
         return why, {"type": "Interrupted", "message": why}
+    if cause:
+        return cause, {"type": "NotStarted", "message": cause}
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
@@ -71,12 +76,60 @@ def record_lost(
 ) -> bool:
     """Record an experiment whose process died under it; True if the metafile was written.
 
-    Only a ``running`` metafile of that very process is replaced, under the lock, so
-    an experiment that finished just before its process died keeps its result, and
-    one another runner picked up since is left to it. With ``job_id`` (SLURM: a job
-    that ended without a result), a ``running`` or ``submitted`` metafile of that job.
+    Under the lock, only what that process left unfinished is replaced: its own
+    ``running`` metafile, or (it died before it wrote one: while it received the task,
+    say) a missing one or an older failure, so the experiment reads ``failed`` with
+    this cause. A result it finished just before dying is kept, and so is anything
+    another runner wrote. With ``job_id`` (SLURM: a job that ended without a result),
+    a ``running`` or ``submitted`` metafile of that job.
     """
-    return record_ended(task.folder, status, error, pid=pid, job_id=job_id)
+    if job_id is not None:
+        return record_ended(task.folder, status, error, pid=pid, job_id=job_id)
+    lock = results.ExperimentLock(task.folder)
+    try:
+        results.prepare_folder(
+            task.folder, ctx.root or results.real_root(ctx.config.output_directory)
+        )
+        if not _acquire(lock, 5.0):
+            return False
+    except OSError:  # the folder is a file or a link out of the tree: nothing to write
+        return False
+    try:
+        meta = results.read_metafile(task.folder)
+        if meta is None:
+            body = (
+                f'{task.description}, "group": {json.dumps(ctx.group)}, '
+                f'"name": {json.dumps(task.name)}, "ended": "{results.now()}", '
+                f'"runs": 1, {ctx.run_info}, "error": {json.dumps(error)}'
+            )
+            results.write_metafile(task.folder, results.encode_metafile(status, body))
+            return True
+        previous = meta.get("status")
+        mine = pid is not None and meta.get("pid") == pid
+        if previous == results.RUNNING and not mine:
+            return False  # a dead run of someone else's: it reads as interrupted already
+        if previous not in (results.RUNNING, results.FAILED, results.INTERRUPTED) or (
+            previous != results.RUNNING and mine  # it recorded its own end before dying
+        ):
+            return False
+        meta["status"] = status
+        meta["ended"] = results.now()
+        meta["error"] = error
+        results.write_metafile(task.folder, meta)
+        return True
+    except OSError:  # (a full disk) the summary still says what happened
+        return False
+    finally:
+        lock.release()
+
+
+def _acquire(lock: results.ExperimentLock, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire():  # the dead process' children may hold it for a moment
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def record_ended(
@@ -91,11 +144,11 @@ def record_ended(
     """Replace an unfinished metafile (``running``, or ``submitted`` with ``job_id``) by
     ``status`` with ``error``, under the lock; waits up to ``wait_s`` for the lock."""
     lock = results.ExperimentLock(folder)
-    deadline = time.monotonic() + wait_s
-    while not lock.acquire():  # the dead process' children may hold it for a moment
-        if time.monotonic() > deadline:
+    try:
+        if not _acquire(lock, wait_s):
             return False
-        time.sleep(0.05)
+    except OSError:  # no folder (nothing was recorded), or it is a file
+        return False
     try:
         meta = results.read_metafile(folder)
         if meta is None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import results
 from .backends import Finished, Report, get_backend
 from .config import BaseConfig, resolve_config
-from .errors import ConfigError
+from .errors import ConfigError, ExperimentDefinitionError
 from .execution import RunContext, Task
 from .fingerprints import describe, fingerprint
 from .logs import console_logging
@@ -87,29 +87,40 @@ def plan(
                 skip[name] = SKIPPED
         elif status in (results.RUNNING, results.SUBMITTED) and results.is_locked(base + name):
             skip[name] = BUSY
-        elif status == results.SUBMITTED:
+        elif status in (results.SUBMITTED, results.RUNNING):
+            # running with a free lock: its runner died, or its node under its SLURM job,
+            # which SLURM may have requeued
             submitted[name] = base + name
         else:
             to_run.append((name, base + name, False))
     if submitted:  # one SLURM query for all of them, and only when there are any
         from .slurm_queue import jobs_of, still_queued
 
-        queued = still_queued(jobs_of(submitted))
+        queued = still_queued(jobs_of(submitted))  # no query when none has a job id
         for name, folder in submitted.items():
             if name in queued:
                 skip[name] = QUEUED
-            else:  # its job is gone (cancelled, node failure, timed out): run it again
+            else:  # its job is gone (cancelled, ended for good) or it had none: run it again
                 to_run.append((name, folder, False))
+        order = {name: i for i, name in enumerate(names)}  # run in selection order still
+        to_run.sort(key=lambda item: order[item[0]])
     return to_run, skip
 
 
 def _failed_only(names: list[str], base: str) -> list[str]:
     keep = []
+    orphans: dict[str, str] = {}  # running with a free lock
     for name, (status, _) in zip(names, results.read_heads(base, names), strict=True):
-        if status in _RETRYABLE or (
-            status == results.RUNNING and not results.is_locked(base + name)
-        ):
+        if status in _RETRYABLE:
             keep.append(name)
+        elif status == results.RUNNING and not results.is_locked(base + name):
+            keep.append(name)
+            orphans[name] = base + name
+    if orphans:  # a SLURM job requeued after its node died is queued, not to retry
+        from .slurm_queue import jobs_of, still_queued
+
+        queued = still_queued(jobs_of(orphans))  # one query, none without job ids
+        keep = [name for name in keep if name not in queued]
     return keep
 
 
@@ -192,6 +203,7 @@ def _run(
 ) -> RunSummary:
     start = time.perf_counter()
     base = results.group_prefix(config.output_directory, group.name)
+    _check_path_lengths(group.name, names, base)
     if options.retry_failed:
         names = _failed_only(names, base)
         if not names:
@@ -235,6 +247,24 @@ def _run(
     return RunSummary(group.name, outcomes, time.perf_counter() - start, interrupted)
 
 
+def _check_path_lengths(group: str, names: Sequence[str], base: str) -> None:
+    """Names whose folders this output directory makes too long: one error, before any run."""
+    room = results.PATH_MAX - len(base.encode()) - len("/" + results.LONGEST_ENTRY)
+    if not names or 4 * max(map(len, names)) < room:  # (4: the most bytes of a character)
+        return
+    bad = [n for n in names if len(n.encode()) >= room]
+    if bad:
+        shown = ", ".join(repr(n[:60] + "...") for n in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ExperimentDefinitionError(
+            f"group {group!r}: the folders of {len(bad)} experiment"
+            f"{'s' if len(bad) > 1 else ''} would exceed the path limit of "
+            f"{results.PATH_MAX} bytes "
+            f"under {base}: {shown}{more}; use shorter names or output_directory",
+            offending=bad,
+        )
+
+
 def _execute(
     group: ParametrizedExperiments,
     to_run: list[tuple[str, str, bool]],
@@ -274,6 +304,7 @@ def _execute(
         group.name,
         config,
         run_members(config, backend_name, config.jobs),
+        root=results.real_root(config.output_directory),
         capture_logger=config.logger,
         post_mortem=options.post_mortem,
         # SLURM tasks post into the run's thread themselves: they need its id first.
@@ -285,6 +316,7 @@ def _execute(
     if show is None:
         show = sys.stderr.isatty()
     progress = Progress(group.name, len(tasks), config.jobs, interval=config.progress_interval_s)
+    progress.running = backend.running
     if show:
         backend.ticker = progress.tick
         backend.tick_interval = min(backend.tick_interval, progress.interval)
@@ -364,7 +396,7 @@ def _record(report: Report, ctx: RunContext, job_ids: Mapping[str, str]) -> Expe
         message = f"SLURM job {job_id} ended {state}"
         error: dict[str, Any] = {"type": "SlurmJobEnded", "message": message, "state": state}
     else:
-        message, error = lost_error(report.exitcode, report.why)
+        message, error = lost_error(report.exitcode, report.why, report.cause)
         status = results.INTERRUPTED if report.why else results.FAILED
     if record_lost(task, ctx, report.pid, message, error, status, job_id):
         if status == results.FAILED:

@@ -1,6 +1,7 @@
 """SLURM's own command-line tools, for what the core asks of the queue.
 
-``sacct`` (job states, one call for many jobs), ``scancel`` and ``scontrol``. Kept apart
+``sacct`` (job states, one call for many jobs), ``squeue`` (only to tell a job SLURM
+requeued from one that ended), ``scancel`` and ``scontrol``. Kept apart
 from the SLURM backend so that a run or a listing that only has to ask about jobs
 (``-l``, skipping queued experiments, ``--cancel``) does not import submitit.
 """
@@ -23,9 +24,13 @@ __all__ = [
     "TERMINAL_STATES",
     "cancel_experiments",
     "cancel_jobs",
+    "is_final",
+    "job_states",
     "jobs_of",
     "parse_sacct",
+    "parse_squeue",
     "query_states",
+    "queue_states",
     "read_max_array_size",
     "still_queued",
 ]
@@ -51,6 +56,12 @@ TERMINAL_STATES = frozenset(
     }
 )
 ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING"})
+# SLURM can put a job back in the queue after any of TERMINAL_STATES: NODE_FAIL and
+# PREEMPTED (JobRequeue / --requeue, PreemptMode=REQUEUE), BOOT_FAIL, RequeueExit exit
+# codes, `scontrol requeue` of a finished job. sacct then shows the old end until the
+# requeued job's new record arrives (seen: NODE_FAIL for ~1.5 s, while squeue already
+# said PENDING), so an end sacct shows is final only once squeue no longer holds the job
+# in a state that may still run.
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -133,6 +144,61 @@ def query_states(job_ids: Iterable[str]) -> dict[str, str]:
     return parse_sacct(proc.stdout, job_ids)
 
 
+def parse_squeue(text: str) -> dict[str, str]:
+    """``squeue -h -o '%i|%T'`` output as {job id: state}; array ranges expanded."""
+    states: dict[str, str] = {}
+    for line in text.splitlines():
+        job, _, state = line.partition("|")
+        state = state.strip()
+        for one in _expand(job.strip()):
+            states[one] = state or "UNKNOWN"
+    return states
+
+
+def queue_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """States ``squeue`` holds for the given jobs (ONE call); jobs it does not hold are
+    missing from the answer. BackendError when the controller cannot be asked."""
+    job_ids = list(job_ids)
+    bases = sorted({_base_id(j) for j in job_ids}, key=lambda b: (len(b), b))
+    if not bases:
+        return {}
+    # -t all: with -j, squeue still hides ended jobs otherwise; -r: one line per task.
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(bases)]
+    proc = _run(cmd)
+    if proc.returncode != 0:
+        # A single id the controller has forgotten (older than MinJobAge) is an error to
+        # squeue, several are not: either way the job is not in the queue.
+        if "Invalid job id specified" in proc.stderr:
+            return {}
+        raise BackendError(f"squeue: {_one_line(proc.stderr) or 'failed'}")
+    by_job = parse_squeue(proc.stdout)
+    return {job_id: by_job[job_id] for job_id in job_ids if job_id in by_job}
+
+
+def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """Where the given jobs stand: ONE ``sacct`` call and, only when it shows some of
+    them ended, ONE ``squeue`` call for those.
+
+    A job sacct shows ended that squeue still holds in a state that may run (PENDING
+    after a node failure or preemption, ...) was requeued: it gets squeue's state. Jobs
+    sacct does not know (yet) are missing. BackendError when sacct cannot be asked, or
+    squeue cannot be asked about jobs sacct shows ended: whether they end is not known.
+    """
+    job_ids = list(job_ids)
+    states = query_states(job_ids)
+    ended = [job_id for job_id in job_ids if states.get(job_id) in TERMINAL_STATES]
+    if ended:
+        for job_id, state in queue_states(ended).items():
+            if state not in TERMINAL_STATES:
+                states[job_id] = state
+    return states
+
+
+def is_final(state: str | None) -> bool:
+    """Whether a state from :func:`job_states` means the job will not run (again)."""
+    return state in TERMINAL_STATES
+
+
 def cancel_jobs(job_ids: Iterable[str]) -> None:
     """``scancel`` the given jobs in one call (``123``: a whole array, ``123_4``: one task)."""
     ids = sorted(set(job_ids))
@@ -179,16 +245,16 @@ def jobs_of(folders: Mapping[str, str]) -> dict[str, tuple[str, Mapping[str, Any
 
 
 def still_queued(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, str | None]:
-    """{name: SLURM state} of the experiments whose job may still run (ONE sacct call).
+    """{name: SLURM state} of the experiments whose job may still run (see :func:`job_states`).
 
-    A job sacct does not know yet counts as queued for a while after its submission;
-    when sacct cannot be asked at all, every job counts as queued, so nothing is run
-    twice.
+    A job SLURM requeued counts as queued, and so does one sacct does not know yet, for
+    a while after its submission; when SLURM cannot be asked, every job counts as
+    queued, so nothing is run twice.
     """
     if not jobs:
         return {}
     try:
-        states = query_states(job_id for job_id, _ in jobs.values())
+        states = job_states(job_id for job_id, _ in jobs.values())
     except BackendError as exc:
         logger.warning(
             "cannot ask SLURM about %d queued experiments (%s); leaving them alone", len(jobs), exc
@@ -198,7 +264,8 @@ def still_queued(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str,
     queued: dict[str, str | None] = {}
     for name, (job_id, meta) in jobs.items():
         state = states.get(job_id)
-        if state in ACTIVE_STATES or (state is None and _recent(meta.get("submitted"), now)):
+        # any state but an end, not just ACTIVE_STATES: SUSPENDED, REQUEUE_HOLD, ... run again
+        if _recent(meta.get("submitted"), now) if state is None else not is_final(state):
             queued[name] = state
     return queued
 

@@ -124,10 +124,19 @@ def collect_status(
         folder = base + name
         meta = results.read_metafile(folder)
         row = _row(name, folder, meta, fingerprint(experiments[name]))
-        if meta and row.status == results.SUBMITTED and meta.get("slurm_job_id"):
+        if (
+            meta
+            and meta.get("slurm_job_id")
+            and (
+                row.status == results.SUBMITTED
+                # "running" with a free lock: its node may have died under it and SLURM
+                # requeued the job, which is then queued, not interrupted
+                or (row.status == results.INTERRUPTED and meta.get("status") == results.RUNNING)
+            )
+        ):
             on_slurm[name] = (str(meta["slurm_job_id"]), meta)
         rows.append(row)
-    if on_slurm:  # one SLURM query: has the job started, or ended without a word?
+    if on_slurm:  # one SLURM query: has the job started, ended, or been requeued?
         states = _slurm_states(on_slurm)
         rows = [_with_slurm_state(r, states.get(r.name)) if r.name in on_slurm else r for r in rows]
     return rows
@@ -135,25 +144,30 @@ def collect_status(
 
 def _slurm_states(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, str]:
     from .errors import BackendError
-    from .slurm_queue import query_states
+    from .slurm_queue import job_states
 
     try:
-        by_job = query_states(job_id for job_id, _ in jobs.values())
+        by_job = job_states(job_id for job_id, _ in jobs.values())
     except BackendError:
         return {}
     return {name: by_job[job_id] for name, (job_id, _) in jobs.items() if job_id in by_job}
 
 
 def _with_slurm_state(row: StatusRow, state: str | None) -> StatusRow:
-    """A ``submitted`` row as SLURM sees its job now."""
+    """A ``submitted`` row, or an ``interrupted`` one whose metafile says ``running``,
+    as SLURM sees its job now (see :func:`~xhelpers.slurm_queue.job_states`)."""
     from dataclasses import replace
 
-    from .slurm_queue import ACTIVE_STATES
+    from .slurm_queue import is_final
 
-    if state is None or state in ("PENDING", "REQUEUED", "CONFIGURING"):
+    if state is None:
         return row
-    if state in ACTIVE_STATES:  # RUNNING, COMPLETING
+    if state in ("RUNNING", "COMPLETING"):
         return replace(row, status=results.RUNNING)
+    if not is_final(state):  # PENDING (also after a requeue), REQUEUED, SUSPENDED, ...
+        return replace(row, status=results.SUBMITTED)
+    if row.status != results.SUBMITTED:  # its runner or node died, and the job is gone
+        return row
     status = results.INTERRUPTED if state == "CANCELLED" else results.FAILED
     return replace(row, status=status, error=f"SLURM job ended {state}")
 

@@ -34,6 +34,7 @@ class Lost:
     pid: int | None
     exitcode: int | None
     why: str | None = None  # set when the backend itself stopped the task
+    cause: str | None = None  # set when the task never reached execute (and why)
 
 
 Report = Finished | Lost
@@ -64,6 +65,10 @@ class Backend(ABC):
     @abstractmethod
     def reports(self) -> Iterator[Report]:
         """Yield one report per started task as it ends."""
+
+    def running(self) -> int | None:
+        """How many of its tasks run at this moment; None when the backend cannot tell."""
+        return None
 
     def interrupt(self) -> None:
         """Start nothing new and stop what runs; later reports say how each ended."""

@@ -9,11 +9,14 @@ process it started. Each worker leads its own process group for that last reason
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +29,7 @@ from .. import execution
 from ..execution import RunContext, Task, TaskResult, execute
 from ..logs import ForwardHandler, emit_forwarded
 from ..results import INTERRUPTED
+from . import reaper
 from .base import Backend, Finished, Lost, Report
 
 __all__ = ["LocalBackend"]
@@ -68,9 +72,16 @@ class LocalBackend(Backend):
         self._done = 0
         self._busy_time = 0.0
         self._longest = 0.0
+        self._reaper: subprocess.Popen[bytes] | None = None
+        self._refused: deque[Report] = deque()  # tasks that could not be sent to a worker
 
     def start(self, tasks: Sequence[Task]) -> None:
         self._pending.extend(tasks)
+
+    def running(self) -> int:
+        if self.jobs == 1:
+            return 0 if self._current is None else 1
+        return sum(1 for worker in self._workers if worker.inflight)
 
     def reports(self) -> Iterator[Report]:
         if self.jobs == 1:
@@ -100,9 +111,17 @@ class LocalBackend(Backend):
     # -- in worker processes --------------------------------------------------------------
     def _spawn(self) -> _Worker:
         here, there = self._mp.Pipe()
+        # A forked worker inherits the runner's end of its own pipe and of every other
+        # worker's: closed there, so each sees EOF when the runner dies (spawn and
+        # forkserver children inherit nothing).
+        inherited = (
+            [here.fileno(), *(w.conn.fileno() for w in self._workers)]
+            if self._mp.get_start_method() == "fork"
+            else []
+        )
         proc = self._mp.Process(  # type: ignore[attr-defined]
             target=_worker_main,
-            args=(there, self.ctx, self._console_level),
+            args=(there, self.ctx, self._console_level, inherited),
             name="xhelpers-worker",
             daemon=False,
         )
@@ -116,7 +135,38 @@ class LocalBackend(Backend):
             pass
         worker = _Worker(proc, here)
         self._workers.append(worker)
+        self._guard(pid)
         return worker
+
+    def _guard(self, pid: int) -> None:
+        """Tell the reaper (started with the first worker) to end ``pid``'s group if we die."""
+        try:
+            if self._reaper is None:
+                self._reaper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", reaper.__file__, str(os.getpid())],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            assert self._reaper.stdin is not None
+            self._reaper.stdin.write(b"%d\n" % pid)
+            self._reaper.stdin.flush()
+        except OSError as exc:  # workers then outlive a killed runner, as before
+            logger.debug("no reaper for the worker pool: %s", exc)
+
+    def _stop_reaper(self) -> None:
+        reaper_proc, self._reaper = self._reaper, None
+        if reaper_proc is None:
+            return
+        try:
+            assert reaper_proc.stdin is not None
+            reaper_proc.stdin.write(b"stop\n")
+            reaper_proc.stdin.close()
+            reaper_proc.wait(5.0)
+        except (OSError, subprocess.TimeoutExpired):
+            reaper_proc.kill()
+            reaper_proc.wait()
 
     def _depth(self) -> int:
         # Short experiments get a second one queued per worker, so no worker idles on
@@ -138,7 +188,13 @@ class LocalBackend(Backend):
             # run for a while may be long, and what waits behind it waits for it.
             limit = depth if now - worker.since < 0.002 else 1
             while self._pending and len(worker.inflight) < limit:
-                data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
+                try:
+                    data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # a lambda or an open file among its arguments
+                    task = self._pending.popleft()
+                    why = f"cannot be sent to a worker process: {type(exc).__name__}: {exc}"
+                    self._refused.append(Lost(task, None, None, cause=why))
+                    continue
                 if len(data) > _BIG_TASK and worker.inflight:
                     break
                 try:
@@ -153,8 +209,14 @@ class LocalBackend(Backend):
         while True:
             if not self._stopping:
                 self._fill()
+            while self._refused:
+                yield self._refused.popleft()
             if not self._workers:
                 return
+            if self._stopping or not self._pending:  # before waiting: nothing else may come
+                for worker in self._workers:
+                    if not worker.inflight:
+                        self._retire(worker)
             if self._stopping and self._deadline is not None and time.monotonic() > self._deadline:
                 self._kill_all()
             waitables: dict[Any, _Worker] = {}
@@ -175,10 +237,6 @@ class LocalBackend(Backend):
                     yield from self._drain(worker)
                 else:
                     yield from self._reap(worker)
-            if self._stopping or not self._pending:
-                for worker in self._workers:
-                    if not worker.inflight:
-                        self._retire(worker)
 
     def _drain(self, worker: _Worker) -> Iterator[Report]:
         try:
@@ -188,6 +246,10 @@ class LocalBackend(Backend):
                     emit_forwarded(payload)
                     continue
                 task = worker.inflight.popleft()
+                if kind == "unreadable":  # it could not unpickle the task: nothing ran
+                    worker.since = time.monotonic()
+                    yield Lost(task, worker.pid, None, cause=payload)
+                    continue
                 worker.since = time.monotonic()  # the next queued task starts now
                 self._done += 1
                 self._busy_time += payload.duration or 0.0
@@ -247,6 +309,7 @@ class LocalBackend(Backend):
             worker.proc.join()
             worker.conn.close()
         self._workers.clear()
+        self._stop_reaper()
 
 
 @contextmanager
@@ -313,11 +376,16 @@ def _killpg(pid: int, sig: int) -> None:
 
 
 # -- the worker process --------------------------------------------------------------
-def _worker_main(conn: Connection, ctx: RunContext, console_level: int) -> None:
+def _worker_main(
+    conn: Connection, ctx: RunContext, console_level: int, inherited: Sequence[int] = ()
+) -> None:
     try:
         os.setpgid(0, 0)
     except OSError:
         pass
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     # KeyboardInterrupt only inside the experiment's own code: raised while the worker
     # talks to the runner, it could cut a message in half.
     signal.signal(signal.SIGINT, execution.on_interrupt_signal)
@@ -336,9 +404,14 @@ def _worker_main(conn: Connection, ctx: RunContext, console_level: int) -> None:
     root.setLevel(logging.DEBUG)
     while not execution.stop_requested():
         try:
-            task = conn.recv()
+            data = conn.recv_bytes()
         except (EOFError, OSError):
             return  # the runner is gone
+        try:
+            task = pickle.loads(data)
+        except Exception as exc:  # e.g. a class the spawned worker cannot import
+            send(("unreadable", f"the worker could not unpickle it: {type(exc).__name__}: {exc}"))
+            continue
         if task is None:
             return
         try:

@@ -21,8 +21,10 @@ with ``sys.exit`` inside the experiment; ``execute`` records that as ``submitted
 again (see :func:`~xhelpers.execution.expect_requeue`), not as a failure. Past
 ``slurm_max_requeues`` the experiment fails with :class:`RequeueLimitReached`.
 
-While waiting, one ``sacct`` call per poll covers every job; results are picked up
-from submitit's result files (a directory listing, no scheduler call).
+While waiting, one ``sacct`` call per poll covers every job (and one ``squeue`` call
+when sacct shows some ended: a job SLURM requeued, after a node failure say, is waited
+for, not lost); results are picked up from submitit's result files (a directory
+listing, no scheduler call).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import resource
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -53,12 +56,15 @@ from ..slurm_queue import (
     _base_id,
     _one_line,
     cancel_jobs,
+    is_final,
+    job_states,
     parse_sacct,
     query_states,
     read_max_array_size,
 )
 from ..slurm_resources import resources_for, sbatch_parameters
 from ..summary import BUSY, SKIPPED
+from . import source_pickle
 from .base import Backend, Finished, Lost, Report
 
 __all__ = [
@@ -146,6 +152,21 @@ class SlurmTask:
 
     def __repr__(self) -> str:
         return f"SlurmTask({self.task.name!r}, attempt={self.attempt})"
+
+    # submitit pickles this with plain cloudpickle, which (3.1.3 on) names the code of
+    # run.py's functions "<dynamic-code>": a failure on the node would record no file and
+    # no source line. So the state goes as one payload of a pickler that keeps them.
+    def __getstate__(self) -> dict[str, bytes]:
+        return {"payload": source_pickle.dumps(self.__dict__)}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self.__dict__.update(pickle.loads(state["payload"]))
+
+    def __copy__(self) -> SlurmTask:
+        # copy.copy (checkpoint) stays shallow: it would otherwise pickle through __getstate__
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -237,10 +258,18 @@ class SlurmBackend(Backend):
     def _claim(self, tasks: Sequence[Task], locks: list[results.ExperimentLock]) -> list[Task]:
         """Take each task's lock; busy or finished ones are reported at once, not submitted."""
         claimed = []
+        root = self.ctx.root or results.real_root(self.ctx.config.output_directory)
         for task in tasks:
-            existed = results.ensure_folder(task.folder)
             lock = results.ExperimentLock(task.folder)
-            if not lock.acquire():
+            try:
+                existed = results.prepare_folder(task.folder, root)
+                taken = lock.acquire()
+            except OSError as exc:  # a file or a link out of the tree in its place
+                logger.error("[%s] not submitted: %s", task.name, exc)
+                failed = TaskResult(task.name, results.FAILED, error=str(exc))
+                self._reports.append(Finished(task, failed))
+                continue
+            if not taken:
                 self._reports.append(Finished(task, TaskResult(task.name, BUSY)))
                 continue
             locks.append(lock)
@@ -388,7 +417,8 @@ class SlurmBackend(Backend):
         return Lost(task, None, None, "FAILED")
 
     def _collect_lost(self) -> Iterator[Report]:
-        """One sacct call for all pending jobs; a job that ended without a result is Lost.
+        """One sacct call for all pending jobs; a job that ended for good without a result
+        is Lost (one that SLURM requeued, e.g. after a node failure, is waited for).
 
         Its result file is looked for once more after sacct answered (a job writes it
         before it ends) and, for shared filesystems that cache directory entries, the
@@ -396,7 +426,7 @@ class SlurmBackend(Backend):
         """
         self.sacct_calls += 1
         try:
-            states = query_states(self._pending)
+            states = job_states(self._pending)
         except BackendError as exc:
             logger.warning("cannot query SLURM job states (will retry): %s", exc)
             return
@@ -404,7 +434,7 @@ class SlurmBackend(Backend):
             os.utime(self.folder)
         for job_id in list(self._pending):
             state = states.get(job_id)
-            if state is None or state not in TERMINAL_STATES:
+            if state is None or not is_final(state):
                 self._ended.pop(job_id, None)
                 continue
             if self._result_path(job_id).exists():
