@@ -65,6 +65,7 @@ slurm-status:
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check xhelpers tests benchmarks scripts
 	$(PY) -m ruff format --check xhelpers tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 
 # The documentation site (mkdocs.yml, docs/) into site/. Strict: a broken link or anchor,
 # a page missing from the nav, an unreadable docstring or a resource from the internet

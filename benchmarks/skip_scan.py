@@ -17,8 +17,8 @@ import time
 from functools import partial
 
 import xhelpers as xh
-from xhelpers.fingerprints import fingerprint
-from xhelpers.results import METAFILE, encode_metafile
+from xhelpers.core.fingerprints import fingerprint
+from xhelpers.core.results import METAFILE, encode_metafile
 
 
 def noop(i: int) -> None:

@@ -33,12 +33,12 @@ from typing import Any
 import submitit
 from submitit.slurm import slurm as submitit_slurm
 
-from xhelpers import results
 from xhelpers.backends import Finished
-from xhelpers.backends.slurm import SlurmBackend, cancel_jobs
+from xhelpers.backends.slurm.backend import SlurmBackend, cancel_jobs
 from xhelpers.config import BaseConfig
-from xhelpers.execution import RunContext, Task
-from xhelpers.fingerprints import describe
+from xhelpers.core import results
+from xhelpers.core.execution import RunContext, Task
+from xhelpers.core.fingerprints import describe
 
 SBATCH_CALLS = 0
 

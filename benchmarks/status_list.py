@@ -22,8 +22,9 @@ import time
 from functools import partial
 
 import xhelpers as xh
-from xhelpers.results import METAFILE, encode_metafile
-from xhelpers.status import format_counts, format_status
+from xhelpers.core.fingerprints import fingerprint
+from xhelpers.core.results import METAFILE, encode_metafile
+from xhelpers.views.status import format_counts, format_status
 
 RUN_PY = """
 from functools import partial
@@ -75,7 +76,7 @@ def main() -> None:
         for name, fn in fns.items():
             folder = os.path.join(root, "big", name)
             os.makedirs(folder)
-            fp = xh.fingerprints.fingerprint(fn)
+            fp = fingerprint(fn)
             path = os.path.join(folder, METAFILE)
             with open(path, "w") as f:
                 f.write(encode_metafile("success", f'"fingerprint": "{fp}", {body}'))

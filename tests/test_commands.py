@@ -17,8 +17,8 @@ import pytest
 from conftest import meta, pid_alive, wait_until, write_run_py
 
 import xhelpers as xh
+from xhelpers.core.fingerprints import fingerprint
 from xhelpers.errors import CommandError, ExperimentDefinitionError
-from xhelpers.fingerprints import fingerprint
 
 PY = sys.executable
 

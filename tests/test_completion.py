@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import write_run_py
 
-from xhelpers.completion import split_line
+from xhelpers.views.completion import split_line
 
 NAMES = [
     *(f"sgd/lr={lr}/seed={s}" for lr in ("0.1", "0.01", "0.001") for s in (0, 1)),

@@ -14,7 +14,7 @@ from conftest import meta, run_py
 import xhelpers as xh
 from xhelpers import framework
 from xhelpers.__main__ import main
-from xhelpers.declarative import _key_lines, read_experiments
+from xhelpers.define.toml import _key_lines, read_experiments
 from xhelpers.errors import ExperimentFileError
 
 if sys.version_info >= (3, 11):

@@ -13,9 +13,9 @@ from conftest import meta
 from experiments import write_param
 
 import xhelpers as xh
+from xhelpers.core.fingerprints import fingerprint
+from xhelpers.define.grids import render_value
 from xhelpers.errors import ExperimentDefinitionError
-from xhelpers.fingerprints import fingerprint
-from xhelpers.grids import render_value
 
 
 def train(*, lr: float, seed: int = 0, epochs: int = 1, layers: Any = None) -> dict[str, Any]:

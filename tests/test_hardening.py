@@ -23,9 +23,9 @@ from conftest import meta, pid_alive, run_py, wait_until, write_run_py
 from experiments import DiesOnReceive, FailsOnReceive, no_config
 
 import xhelpers as xh
-from xhelpers import results
+from xhelpers.core import results
 from xhelpers.errors import ConfigError, ExperimentDefinitionError
-from xhelpers.progress import Progress
+from xhelpers.views.progress import Progress
 
 
 def tmp_files(root: Path) -> list[Path]:

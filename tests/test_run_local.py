@@ -180,7 +180,7 @@ def test_running_metafile_of_dead_runner_is_rerun(tmp_path: Path) -> None:
 
 
 def test_held_lock_means_running_elsewhere(tmp_path: Path) -> None:
-    from xhelpers.results import ExperimentLock
+    from xhelpers.core.results import ExperimentLock
 
     group = xh.ParametrizedExperiments("g", {"a": partial(append_run, "x"), "b": no_config})
     folder = tmp_path / "results/g/a"
@@ -203,7 +203,7 @@ def test_held_lock_means_running_elsewhere(tmp_path: Path) -> None:
 
 def test_lock_taken_between_plan_and_run_is_respected(tmp_path: Path) -> None:
     """A never-run experiment locked by someone else after planning is not run here."""
-    from xhelpers.results import ExperimentLock
+    from xhelpers.core.results import ExperimentLock
 
     folder = tmp_path / "results/g/a"
     folder.mkdir(parents=True)
@@ -295,7 +295,7 @@ def test_recheck_under_lock_even_when_this_runner_made_the_folder(
 ) -> None:
     """Runner B makes the folder, runner A runs the experiment in it and finishes before
     B gets the lock: B must see A's success and skip, not run it a second time."""
-    from xhelpers import results
+    from xhelpers.core import results
 
     real = results.prepare_folder
 

@@ -22,7 +22,7 @@ from slack_server import HANG, RATELIMITED, SERVER_ERROR, FakeSlack, Request, fa
 import xhelpers as xh
 from xhelpers import backends, notify
 from xhelpers.backends import Backend, Finished
-from xhelpers.execution import RunContext, execute
+from xhelpers.core.execution import RunContext, execute
 
 TOKEN = "xoxb-1111-2222-TESTSECRETc0ffee"
 CHANNEL = "C0TESTCHAN"

@@ -23,14 +23,14 @@ import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from slurm_support import SlurmCluster  # the slurm_cluster fixture is in conftest.py
 
-from xhelpers import execution, records, results
 from xhelpers.backends import Finished, Lost, Report, get_backend
-from xhelpers.backends import slurm as slurm_mod
-from xhelpers.backends.slurm import SlurmBackend
+from xhelpers.backends.slurm import backend as slurm_mod
+from xhelpers.backends.slurm.backend import SlurmBackend
 from xhelpers.config import BaseConfig
+from xhelpers.core import execution, records, results
+from xhelpers.core.execution import RunContext, Task
+from xhelpers.core.fingerprints import describe
 from xhelpers.errors import BackendError
-from xhelpers.execution import RunContext, Task
-from xhelpers.fingerprints import describe
 
 # The experiments below live in this test module, which the node cannot import:
 # ship them by value.
@@ -516,8 +516,8 @@ def test_sbatch_failure_leaves_nothing_submitted(
 
 # -- without a cluster --------------------------------------------------------------------
 def test_unknown_resource_lists_valid_ones() -> None:
+    from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters
     from xhelpers.errors import ConfigError
-    from xhelpers.slurm_resources import resources_for, sbatch_parameters
 
     config = BaseConfig()
     with pytest.raises(ConfigError) as info:

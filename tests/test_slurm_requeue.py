@@ -24,11 +24,12 @@ from conftest import TESTS, meta, run_py, wait_until, write_run_py
 from slurm_support import SlurmCluster
 
 import xhelpers as xh
-from xhelpers import results, runner, slurm_queue
 from xhelpers.backends.base import Lost
+from xhelpers.backends.slurm import queue as slurm_queue
 from xhelpers.config import BaseConfig
+from xhelpers.core import results, runner
+from xhelpers.core.execution import RunContext, Task
 from xhelpers.errors import BackendError
-from xhelpers.execution import RunContext, Task
 
 
 # -- sacct and squeue, faked -----------------------------------------------------------------
@@ -201,7 +202,7 @@ def test_waiting_backend_waits_for_a_requeued_job(
 ) -> None:
     from experiments import no_config
 
-    from xhelpers.backends.slurm import SlurmBackend
+    from xhelpers.backends.slurm.backend import SlurmBackend
 
     config = BaseConfig.with_updates({"output_directory": tmp_path})
     backend = SlurmBackend(RunContext("g", config, '"xhelpers": "test"'))

@@ -244,15 +244,15 @@ g2 = xh.ParametrizedExperiments("talk", {"t": partial(ex.chatty, n=3)})
 
 
 def test_progress_lines_are_not_garbled_by_log_lines(tmp_path: Path) -> None:
-    from xhelpers import logs
-    from xhelpers.progress import Progress
+    from xhelpers.core import logs
+    from xhelpers.views.progress import Progress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     stream = Tty()
-    with xh.logs.console_logging("WARNING"), Progress("g", 10, 2, stream=stream) as progress:
+    with logs.console_logging("WARNING"), Progress("g", 10, 2, stream=stream) as progress:
         progress.update("success")
         assert logs._status_line is progress
         sys.stderr, old = stream, sys.stderr
@@ -306,7 +306,7 @@ def test_wait_for_file_is_importable() -> None:
 def test_big_status_table_looks_like_tabulate() -> None:
     from tabulate import tabulate
 
-    from xhelpers.status import _simple_table
+    from xhelpers.views.status import _simple_table
 
     cols = ["name", "status", "duration", "finished", "where", "error"]
     rows = [

@@ -2,28 +2,29 @@
 
 from typing import TYPE_CHECKING
 
-from . import cli, config, errors, framework, results, typing
-from ._version import __version__
-from .cli import experiment_cli
-from .config import BaseConfig
-from .errors import XHelpersError
-from .execution import ExperimentInfo, current_experiment
-from .framework import ParametrizedExperiments
-from .summary import ExperimentOutcome, RunSummary
+from xhelpers import cli, config, errors, framework, typing
+from xhelpers._version import __version__
+from xhelpers.cli import experiment_cli
+from xhelpers.config import BaseConfig
+from xhelpers.core import results
+from xhelpers.core.execution import ExperimentInfo, current_experiment
+from xhelpers.core.summary import ExperimentOutcome, RunSummary
+from xhelpers.errors import XHelpersError
+from xhelpers.framework import ParametrizedExperiments
 
 if TYPE_CHECKING:  # type checkers see them as if imported here
-    from .commands import command
-    from .declarative import load_experiments
-    from .grids import fixed, grid, zipped
+    from xhelpers.define.commands import command
+    from xhelpers.define.grids import fixed, grid, zipped
+    from xhelpers.define.toml import load_experiments
 
 # Grids, commands and experiment files load on first use: a run.py that needs none
 # of them starts faster (PEP 562).
 _LAZY = {
-    "command": "commands",
-    "fixed": "grids",
-    "grid": "grids",
-    "load_experiments": "declarative",
-    "zipped": "grids",
+    "command": "xhelpers.define.commands",
+    "fixed": "xhelpers.define.grids",
+    "grid": "xhelpers.define.grids",
+    "load_experiments": "xhelpers.define.toml",
+    "zipped": "xhelpers.define.grids",
 }
 
 
@@ -33,7 +34,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'xhelpers' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, end="")
         return 0
     if args[0] == "--version":
-        from ._version import __version__
+        from xhelpers._version import __version__
 
         print(f"xhelpers {__version__}")
         return 0
@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     path, rest = args[1], args[2:]
 
-    from .cli import build_cli
-    from .declarative import load_experiments
-    from .errors import XHelpersError
+    from xhelpers.cli import build_cli
+    from xhelpers.define.toml import load_experiments
+    from xhelpers.errors import XHelpersError
 
     try:
         defined = load_experiments(path)

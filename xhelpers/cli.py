@@ -14,10 +14,10 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from . import framework
-from .errors import BackendError, XHelpersError
-from .framework import ParametrizedExperiments
-from .logs import level_for_verbosity
+from xhelpers import framework
+from xhelpers.core.logs import level_for_verbosity
+from xhelpers.errors import BackendError, XHelpersError
+from xhelpers.framework import ParametrizedExperiments
 
 __all__ = ["UsageError", "build_cli", "experiment_cli"]
 
@@ -214,7 +214,7 @@ def _show_only(
     group: ParametrizedExperiments, patterns: tuple[str, ...], opts: dict[str, Any]
 ) -> int | None:
     """-l, --results, --failed: print and return an exit code; None when none is asked."""
-    from .status import failed_report, format_counts, format_rows, format_status
+    from xhelpers.views.status import failed_report, format_counts, format_rows, format_status
 
     fmt, config_file = opts["fmt"], opts["config_file"]
     if opts["list_only"]:
@@ -317,7 +317,7 @@ def build_cli() -> click.Group:
 
 def experiment_cli(args: Sequence[str] | None = None, *, standalone_mode: bool = True) -> Any:
     """Start the CLI; call this from ``run.py`` after defining your groups."""
-    from . import completion  # noqa: F401 - our bash, zsh and fish completion scripts
+    from xhelpers.views import completion  # noqa: F401 - our bash, zsh and fish completion scripts
 
     cli = build_cli()
     main: Callable[..., Any] = cli.main

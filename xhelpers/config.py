@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from .errors import ConfigError
+from xhelpers.errors import ConfigError
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -8,13 +8,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .config import BaseConfig, check_resources
-from .errors import ExperimentDefinitionError, PatternError
-from .results import PATH_MAX
+from xhelpers.config import BaseConfig, check_resources
+from xhelpers.core.results import PATH_MAX
+from xhelpers.errors import ExperimentDefinitionError, PatternError
 
 if TYPE_CHECKING:
-    from .status import StatusRow
-    from .summary import RunSummary
+    from xhelpers.core.summary import RunSummary
+    from xhelpers.views.status import StatusRow
 
 __all__ = ["ParametrizedExperiments", "get_group", "groups", "unregister"]
 
@@ -212,13 +212,13 @@ class ParametrizedExperiments:
 
     def __call__(self, *patterns: str, **options: Any) -> RunSummary:
         """Run the selected experiments; options as on the CLI (jobs, force, config, ...)."""
-        from .runner import run
+        from xhelpers.core.runner import run
 
         return run(self, patterns, **options)
 
     def status(self, *patterns: str, **options: Any) -> list[StatusRow]:
         """One row per selected experiment, read from metafiles; runs nothing."""
-        from .status import collect_status
+        from xhelpers.views.status import collect_status
 
         return collect_status(self, patterns, **options)
 
@@ -229,9 +229,9 @@ class ParametrizedExperiments:
 
         Returns (job ids cancelled, names marked).
         """
-        from .config import resolve_config
-        from .results import group_prefix
-        from .slurm_queue import cancel_experiments
+        from xhelpers.backends.slurm.queue import cancel_experiments
+        from xhelpers.config import resolve_config
+        from xhelpers.core.results import group_prefix
 
         names = self.select(*patterns)
         resolved = resolve_config(self.configcls, config_file=config_file, config=config)
@@ -240,7 +240,7 @@ class ParametrizedExperiments:
 
     def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:
         """One dict per selected experiment: name, status, parameters, result fields."""
-        from .status import collect_results
+        from xhelpers.views.status import collect_results
 
         return collect_results(self, patterns, **options)
 

@@ -12,7 +12,7 @@ from typing import *  # noqa: F403 - re-exported on purpose
 from typing import Any as _Any
 from typing import TypeAlias as _TypeAlias
 
-from .config import BaseConfig
+from xhelpers.config import BaseConfig
 
 PathLike: _TypeAlias = str | _os.PathLike[str]
 """A path as str or ``os.PathLike`` (``pathlib.Path``)."""

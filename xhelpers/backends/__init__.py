@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import BackendError
-from .base import Backend, Finished, Lost, Report
+from xhelpers.backends.base import Backend, Finished, Lost, Report
+from xhelpers.errors import BackendError
 
 __all__ = ["Backend", "Finished", "Lost", "Report", "backend_names", "get_backend"]
 
@@ -13,7 +13,7 @@ __all__ = ["Backend", "Finished", "Lost", "Report", "backend_names", "get_backen
 # submitit, which costs ~90 ms to import.
 _REGISTRY: dict[str, str] = {
     "local": "xhelpers.backends.local:LocalBackend",
-    "slurm": "xhelpers.backends.slurm:SlurmBackend",
+    "slurm": "xhelpers.backends.slurm.backend:SlurmBackend",
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..execution import RunContext, Task, TaskResult
+from xhelpers.core.execution import RunContext, Task, TaskResult
 
 __all__ = ["Backend", "Finished", "Lost", "Report"]
 

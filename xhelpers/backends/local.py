@@ -25,12 +25,12 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .. import execution
-from ..execution import RunContext, Task, TaskResult, execute
-from ..logs import ForwardHandler, emit_forwarded
-from ..results import INTERRUPTED
-from . import reaper
-from .base import Backend, Finished, Lost, Report
+from xhelpers.backends import reaper
+from xhelpers.backends.base import Backend, Finished, Lost, Report
+from xhelpers.core import execution
+from xhelpers.core.execution import RunContext, Task, TaskResult, execute
+from xhelpers.core.logs import ForwardHandler, emit_forwarded
+from xhelpers.core.results import INTERRUPTED
 
 __all__ = ["LocalBackend"]
 

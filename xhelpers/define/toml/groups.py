@@ -9,13 +9,14 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from .command_templates import FORMAT_ERRORS, PLACEHOLDERS, braced
-from .commands import ENV_VALUE_TYPES, Command, bad_timeout
-from .errors import ExperimentDefinitionError, ExperimentFileError
-from .experiment_file import ExperimentFile
-from .framework import _name_problem
-from .grids import Fixed, grid, render_name, template_fields
-from .toml_locations import Key, show_key
+from xhelpers.define.commands import ENV_VALUE_TYPES, Command, bad_timeout
+from xhelpers.define.commands.templates import FORMAT_ERRORS, PLACEHOLDERS, braced
+from xhelpers.define.grids import Fixed, grid, render_name
+from xhelpers.define.placeholders import template_fields
+from xhelpers.define.toml.file import ExperimentFile
+from xhelpers.define.toml.locations import Key, show_key
+from xhelpers.errors import ExperimentDefinitionError, ExperimentFileError
+from xhelpers.framework import _name_problem
 
 __all__ = ["GROUP_KEYS", "read_groups"]
 

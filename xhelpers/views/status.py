@@ -13,14 +13,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import results
-from .config import BaseConfig, resolve_config
-from .fingerprints import fingerprint
-from .logs import EXPERIMENT_LOG
-from .summary import show_path
+from xhelpers.config import BaseConfig, resolve_config
+from xhelpers.core import results
+from xhelpers.core.fingerprints import fingerprint
+from xhelpers.core.logs import EXPERIMENT_LOG
+from xhelpers.core.summary import show_path
 
 if TYPE_CHECKING:
-    from .framework import ParametrizedExperiments
+    from xhelpers.framework import ParametrizedExperiments
 
 __all__ = [
     "FORMATS",
@@ -143,8 +143,8 @@ def collect_status(
 
 
 def _slurm_states(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, str]:
-    from .errors import BackendError
-    from .slurm_queue import job_states
+    from xhelpers.backends.slurm.queue import job_states
+    from xhelpers.errors import BackendError
 
     try:
         by_job = job_states(job_id for job_id, _ in jobs.values())
@@ -158,7 +158,7 @@ def _with_slurm_state(row: StatusRow, state: str | None) -> StatusRow:
     as SLURM sees its job now (see :func:`~xhelpers.slurm_queue.job_states`)."""
     from dataclasses import replace
 
-    from .slurm_queue import is_final
+    from xhelpers.backends.slurm.queue import is_final
 
     if state is None:
         return row

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .command_output import CommandOutput
+from xhelpers.define.commands.output import CommandOutput
 
 __all__ = ["ProcessGroup", "run_command"]
 

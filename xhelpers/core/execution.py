@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import results
-from .config import BaseConfig
-from .errors import ResultTreeError
-from .fingerprints import qualname
-from .logs import experiment_logging
-from .summary import BUSY, SKIPPED
+from xhelpers.config import BaseConfig
+from xhelpers.core import results
+from xhelpers.core.fingerprints import qualname
+from xhelpers.core.logs import experiment_logging
+from xhelpers.core.summary import BUSY, SKIPPED
+from xhelpers.errors import ResultTreeError
 
 __all__ = [
     "ExperimentInfo",
@@ -180,7 +180,7 @@ def execute(task: Task, ctx: RunContext) -> TaskResult:
     """
     if ctx.slack_thread is None:
         return _execute(task, ctx)
-    from . import notify  # only runs that post to Slack import it (and slack_sdk)
+    from xhelpers import notify  # only runs that post to Slack import it (and slack_sdk)
 
     with notify.task_thread(ctx.slack_thread, ctx.config) as slack:
         result = _execute(task, ctx)

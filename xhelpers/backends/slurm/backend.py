@@ -46,11 +46,9 @@ from typing import Any
 import submitit
 from submitit.core import utils as submitit_utils
 
-from .. import execution, records, results
-from ..config import RESOURCE_KEYS, BaseConfig
-from ..errors import BackendError
-from ..execution import RunContext, Task, TaskResult, execute
-from ..slurm_queue import (
+from xhelpers.backends.base import Backend, Finished, Lost, Report
+from xhelpers.backends.slurm import source_pickle
+from xhelpers.backends.slurm.queue import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     _base_id,
@@ -62,10 +60,12 @@ from ..slurm_queue import (
     query_states,
     read_max_array_size,
 )
-from ..slurm_resources import resources_for, sbatch_parameters
-from ..summary import BUSY, SKIPPED
-from . import source_pickle
-from .base import Backend, Finished, Lost, Report
+from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters
+from xhelpers.config import RESOURCE_KEYS, BaseConfig
+from xhelpers.core import execution, records, results
+from xhelpers.core.execution import RunContext, Task, TaskResult, execute
+from xhelpers.core.summary import BUSY, SKIPPED
+from xhelpers.errors import BackendError
 
 __all__ = [
     "ACTIVE_STATES",

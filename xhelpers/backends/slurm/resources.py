@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .config import RESOURCE_KEYS, BaseConfig, check_resources
+from xhelpers.config import RESOURCE_KEYS, BaseConfig, check_resources
 
 __all__ = ["resource_defaults", "resources_for", "sbatch_parameters"]
 

@@ -46,16 +46,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .command_templates import (
+from xhelpers.core.execution import current_experiment
+from xhelpers.define.commands.templates import (
     PLACEHOLDERS,
     braced,
     check_params,
     check_splits,
     render_command,
 )
-from .errors import CommandError, ExperimentDefinitionError
-from .execution import current_experiment
-from .grids import template_fields
+from xhelpers.define.placeholders import template_fields
+from xhelpers.errors import CommandError, ExperimentDefinitionError
 
 __all__ = ["ENV_VALUE_TYPES", "PLACEHOLDERS", "STOP_GRACE_S", "Command", "bad_timeout", "command"]
 
@@ -171,7 +171,9 @@ class Command(functools.partial):  # type: ignore[type-arg]
 
     def __call__(self) -> None:  # type: ignore[override]
         """Run the command in the current directory (the experiment's folder)."""
-        from .process_group import run_command  # (subprocess and selectors: only to run)
+        from xhelpers.define.commands.process_group import (
+            run_command,  # (subprocess and selectors: only to run)
+        )
 
         info = current_experiment()
         cwd = os.getcwd()

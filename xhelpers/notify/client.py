@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from slack_sdk import WebClient
     from slack_sdk.http_retry import RetryHandler
 
-    from .config import BaseConfig
+    from xhelpers.config import BaseConfig
 
 __all__ = [
     "CALL_TIMEOUT_S",

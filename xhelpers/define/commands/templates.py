@@ -13,8 +13,8 @@ import string
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from .errors import ExperimentDefinitionError
-from .grids import template_fields
+from xhelpers.define.placeholders import template_fields
+from xhelpers.errors import ExperimentDefinitionError
 
 __all__ = [
     "FORMAT_ERRORS",

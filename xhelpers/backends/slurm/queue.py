@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from . import results
-from .errors import BackendError
+from xhelpers.core import results
+from xhelpers.errors import BackendError
 
 __all__ = [
     "ACTIVE_STATES",
@@ -285,7 +285,7 @@ def cancel_experiments(folders: Mapping[str, str]) -> tuple[list[str], list[str]
     Returns the job ids cancelled and the names marked. A running job's experiment is
     marked once its process has let go of the lock (SLURM kills it after KillWait).
     """
-    from .records import record_ended
+    from xhelpers.core.records import record_ended
 
     jobs = jobs_of(folders)
     if not jobs:

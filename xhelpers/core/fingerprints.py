@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .config import BaseConfig
+from xhelpers.config import BaseConfig
 
 __all__ = ["describe", "fingerprint", "qualname"]
 
@@ -65,8 +65,15 @@ def qualname(func: Any) -> str:
     module = getattr(func, "__module__", None) or "?"
     if module in ("__main__", "__mp_main__"):
         module = _main_module_name(module)
+    else:
+        module = _FORMER_MODULES.get(module, module)
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{name}"
+
+
+# xhelpers' own experiment callables keep the module name results recorded them under
+# before they moved into sub-packages, so no finished result turns stale by the move.
+_FORMER_MODULES = {"xhelpers.define.commands": "xhelpers.commands"}
 
 
 @functools.cache  # the main module of a process does not change

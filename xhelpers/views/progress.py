@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from . import logs, results
-from .summary import SKIPPED, SUCCESS
+from xhelpers.core import logs, results
+from xhelpers.core.summary import SKIPPED, SUCCESS
 
 __all__ = ["Progress", "format_duration"]
 

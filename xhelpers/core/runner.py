@@ -15,17 +15,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import results
-from .backends import Finished, Report, get_backend
-from .config import BaseConfig, resolve_config
-from .errors import ConfigError, ExperimentDefinitionError
-from .execution import RunContext, Task
-from .fingerprints import describe, fingerprint
-from .logs import console_logging
-from .progress import Progress
-from .provenance import run_members
-from .records import lost_error, record_lost
-from .summary import (
+from xhelpers.backends import Finished, Report, get_backend
+from xhelpers.config import BaseConfig, resolve_config
+from xhelpers.core import results
+from xhelpers.core.execution import RunContext, Task
+from xhelpers.core.fingerprints import describe, fingerprint
+from xhelpers.core.logs import console_logging
+from xhelpers.core.provenance import run_members
+from xhelpers.core.records import lost_error, record_lost
+from xhelpers.core.summary import (
     BUSY,
     NOT_STARTED,
     QUEUED,
@@ -35,10 +33,12 @@ from .summary import (
     ExperimentOutcome,
     RunSummary,
 )
+from xhelpers.errors import ConfigError, ExperimentDefinitionError
+from xhelpers.views.progress import Progress
 
 if TYPE_CHECKING:
-    from .framework import ParametrizedExperiments
-    from .notify import SlackRun
+    from xhelpers.framework import ParametrizedExperiments
+    from xhelpers.notify import SlackRun
 
 __all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "run"]
 
@@ -94,7 +94,7 @@ def plan(
         else:
             to_run.append((name, base + name, False))
     if submitted:  # one SLURM query for all of them, and only when there are any
-        from .slurm_queue import jobs_of, still_queued
+        from xhelpers.backends.slurm.queue import jobs_of, still_queued
 
         queued = still_queued(jobs_of(submitted))  # no query when none has a job id
         for name, folder in submitted.items():
@@ -117,7 +117,7 @@ def _failed_only(names: list[str], base: str) -> list[str]:
             keep.append(name)
             orphans[name] = base + name
     if orphans:  # a SLURM job requeued after its node died is queued, not to retry
-        from .slurm_queue import jobs_of, still_queued
+        from xhelpers.backends.slurm.queue import jobs_of, still_queued
 
         queued = still_queued(jobs_of(orphans))  # one query, none without job ids
         keep = [name for name in keep if name not in queued]
@@ -189,7 +189,7 @@ def _slack(config: BaseConfig) -> SlackRun | None:
     """The run's Slack thread when a token is set; notify and slack_sdk load only then."""
     if not (config.slacktoken or os.environ.get("XHELPERS_SLACK_TOKEN")):
         return None
-    from .notify import open_run
+    from xhelpers.notify import open_run
 
     return open_run(config)
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import results
+from xhelpers.core import results
 
 __all__ = [
     "BUSY",

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import deque
 
-from .slack_messages import records_text
+from xhelpers.notify.messages import records_text
 
 __all__ = ["SlackOutbox"]
 

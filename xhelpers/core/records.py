@@ -13,8 +13,8 @@ import signal
 import time
 from typing import Any
 
-from . import results
-from .execution import RunContext, Task
+from xhelpers.core import results
+from xhelpers.core.execution import RunContext, Task
 
 __all__ = ["lost_error", "record_ended", "record_lost", "record_submitted"]
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ExperimentFileError
-from .toml_locations import Key, key_lines, show_key
+from xhelpers.define.toml.locations import Key, key_lines, show_key
+from xhelpers.errors import ExperimentFileError
 
 __all__ = ["ExperimentFile"]
 

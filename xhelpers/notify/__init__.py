@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import logs
-from .slack_client import (
+from xhelpers.core import logs
+from xhelpers.notify.client import (
     CALL_TIMEOUT_S,
     ENV_BASE_URL,
     ENV_CHANNEL,
@@ -33,16 +33,16 @@ from .slack_client import (
     make_client,
     slack_settings,
 )
-from .slack_client import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
-from .slack_messages import MAX_LISTED as MAX_LISTED
-from .slack_messages import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
-from .slack_messages import MAX_RECORD_CHARS as MAX_RECORD_CHARS
-from .slack_messages import outcome_text, parent_text, record_line, summary_text
-from .slack_outbox import SlackOutbox
+from xhelpers.notify.client import MAX_RETRY_AFTER_S as MAX_RETRY_AFTER_S
+from xhelpers.notify.messages import MAX_LISTED as MAX_LISTED
+from xhelpers.notify.messages import MAX_MESSAGE_CHARS as MAX_MESSAGE_CHARS
+from xhelpers.notify.messages import MAX_RECORD_CHARS as MAX_RECORD_CHARS
+from xhelpers.notify.messages import outcome_text, parent_text, record_line, summary_text
+from xhelpers.notify.outbox import SlackOutbox
 
 if TYPE_CHECKING:
-    from .config import BaseConfig
-    from .slack_messages import SummaryLike
+    from xhelpers.config import BaseConfig
+    from xhelpers.notify.messages import SummaryLike
 
 __all__ = [
     "ENV_BASE_URL",

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import os
 
-from .commands import Command
-from .errors import ExperimentDefinitionError
-from .experiment_file import ExperimentFile
-from .framework import ParametrizedExperiments, groups, unregister
-from .toml_groups import GROUP_KEYS, read_groups
+from xhelpers.define.commands import Command
+from xhelpers.define.toml.file import ExperimentFile
+from xhelpers.define.toml.groups import GROUP_KEYS, read_groups
 
 # Formerly defined here; tests import it from here.
-from .toml_locations import key_lines as _key_lines  # noqa: F401
+from xhelpers.define.toml.locations import key_lines as _key_lines  # noqa: F401
+from xhelpers.errors import ExperimentDefinitionError
+from xhelpers.framework import ParametrizedExperiments, groups, unregister
 
 __all__ = ["GROUP_KEYS", "load_experiments", "read_experiments"]
 

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ExperimentDefinitionError
-from .framework import _name_problem
+from xhelpers.define.placeholders import template_fields
+from xhelpers.errors import ExperimentDefinitionError
+from xhelpers.framework import _name_problem
 
-__all__ = ["Fixed", "fixed", "grid", "render_name", "render_value", "template_fields", "zipped"]
+__all__ = ["Fixed", "fixed", "grid", "render_name", "render_value", "zipped"]
 
 _VARYING = (list, tuple, range)
 
@@ -72,31 +73,6 @@ class _NameFormatter(string.Formatter):
 
 
 _NAMES = _NameFormatter()
-
-
-def template_fields(template: str, what: str = "template") -> list[str]:
-    """The parameter names a ``str.format`` template uses (the part before ``.`` or ``[``)."""
-    if not isinstance(template, str):
-        raise ExperimentDefinitionError(f"{what} must be a string, not {template!r}")
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ExperimentDefinitionError(f"{what} {template!r}: {exc}") from None
-    fields: list[str] = []
-    for _literal, field, spec, _conversion in parsed:
-        if field is None:
-            continue
-        root = field.split(".", 1)[0].split("[", 1)[0]
-        if not root or root.isdigit():
-            raise ExperimentDefinitionError(
-                f"{what} {template!r}: positional field {{{field}}}; name the parameter, "
-                "e.g. {lr} (write {{ and }} for literal braces)"
-            )
-        if root not in fields:
-            fields.append(root)
-        if spec and "{" in spec:
-            fields += [f for f in template_fields(spec, what) if f not in fields]
-    return fields
 
 
 def render_name(template: str, values: Mapping[str, Any]) -> str:
@@ -223,7 +199,7 @@ def _build(
 def _maker(
     fn: Callable[..., Any] | str, constants: dict[str, Any], keys: list[str]
 ) -> Callable[[dict[str, Any]], Any]:
-    from .commands import Command
+    from xhelpers.define.commands import Command
 
     if isinstance(fn, str):
         fn = Command(fn)

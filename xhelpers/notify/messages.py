@@ -11,8 +11,8 @@ import os
 import traceback
 from typing import Protocol
 
-from . import logs
-from .summary import show_path
+from xhelpers.core import logs
+from xhelpers.core.summary import show_path
 
 __all__ = [
     "MAX_LISTED",

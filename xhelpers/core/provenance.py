@@ -13,8 +13,8 @@ import subprocess
 import sys
 from typing import Any
 
-from ._version import __version__
-from .config import BaseConfig
+from xhelpers._version import __version__
+from xhelpers.config import BaseConfig
 
 __all__ = ["git_state", "run_members"]
 

@@ -1,0 +1,444 @@
+"""The result tree on disk: experiment folders, their metafiles and their locks.
+
+``<output_directory>/<group>/<name>/`` holds everything of one experiment. Its
+metafile is the truth about it and is only ever replaced atomically (write a
+temporary file beside it, then rename). A lock file beside it is held while the
+experiment runs, so two runners never run it at once; the lock is a plain OS
+``flock`` that the kernel releases when its holder dies, which is how a ``running``
+metafile left by a dead runner is told apart from a live run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from xhelpers.errors import ResultTreeError
+
+__all__ = [
+    "DONE",
+    "FAILED",
+    "INTERRUPTED",
+    "LOCKFILE",
+    "LONGEST_ENTRY",
+    "METAFILE",
+    "PATH_MAX",
+    "RUNNING",
+    "SUBMITTED",
+    "ExperimentLock",
+    "empty_folder",
+    "encode_metafile",
+    "ensure_folder",
+    "experiment_folder",
+    "group_prefix",
+    "is_locked",
+    "now",
+    "prepare_folder",
+    "read_heads",
+    "read_metafile",
+    "read_own_metafile",
+    "read_status",
+    "real_root",
+    "write_metafile",
+]
+
+METAFILE = "metafile.json"
+LOCKFILE = ".xhelpers.lock"
+_TMP = ".metafile.json.tmp"
+LONGEST_ENTRY = _TMP  # the longest name xhelpers puts in an experiment folder
+PATH_MAX = 4096  # the longest path Linux takes (ENAMETOOLONG past it)
+
+RUNNING = "running"
+DONE = "success"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+SUBMITTED = "submitted"
+
+# The metafile always starts with its status and the experiment's fingerprint, so "is
+# it done, and still current?" reads a few bytes instead of parsing JSON: this keeps
+# scanning 100,000 finished experiments cheap.
+_HEAD = b'{"status": "'
+_HEAD_LEN = len(_HEAD)
+_FP = b'", "fingerprint": "'
+_FP_LEN = len(_FP)
+_HEAD_READ = 96  # status and fingerprint fit
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def now() -> str:
+    """Local time with its UTC offset, ISO 8601, to the millisecond."""
+    # Twice per experiment: the formatted second (and offset) is reused within it.
+    global _second
+    stamp = time.time()
+    whole = int(stamp)
+    if whole != _second[0]:
+        local = time.localtime(whole)
+        offset = local.tm_gmtoff // 60
+        hours, minutes = divmod(abs(offset), 60)
+        sign = "+" if offset >= 0 else "-"
+        _second = (
+            whole,
+            time.strftime("%Y-%m-%dT%H:%M:%S", local) + f"{sign}{hours:02d}:{minutes:02d}",
+        )
+    text = _second[1]
+    return f"{text[:19]}.{int(stamp % 1 * 1000):03d}{text[19:]}"
+
+
+def group_prefix(output_directory: str | os.PathLike[str], group: str) -> str:
+    """``<absolute output_directory>/<group>/``: an experiment's folder is this + its name.
+
+    A string prefix, not os.path.join per name: at 100,000 names the difference shows.
+    """
+    return os.path.join(os.path.abspath(output_directory), group) + os.sep
+
+
+def experiment_folder(output_directory: str | os.PathLike[str], group: str, name: str) -> str:
+    """The folder of one experiment; names are validated, so this never leaves the tree."""
+    return os.path.join(os.fspath(output_directory), group, *name.split("/"))
+
+
+def ensure_folder(folder: str) -> bool:
+    """Create ``folder`` (and parents); return True if it existed already.
+
+    For folders the caller knows to be safe; experiment folders go through
+    :func:`prepare_folder`.
+    """
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return True
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+    return False
+
+
+def real_root(output_directory: str | os.PathLike[str]) -> str:
+    """The output directory with every symlink resolved (the runner asks once per run).
+
+    The output directory itself may be a link (results kept on a scratch filesystem):
+    it is followed. Below it, nothing is (see :func:`prepare_folder`).
+    """
+    return os.path.realpath(output_directory)
+
+
+def prepare_folder(folder: str, root: str) -> bool:
+    """Make sure the experiment folder ``folder`` exists inside ``root``; True if it existed.
+
+    ``root`` is :func:`real_root` of the output directory. Raises ResultTreeError naming
+    the entry when the folder or a parent is a file, or a symlink on the way leads out
+    of ``root``: nothing is then created, written or locked there. Folders are created
+    below the deepest existing one, relative to its descriptor, so nothing made here
+    can itself be a link. Costs an open and a readlink when the folder exists.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:
+        raise _not_a_folder(folder) from None
+    else:
+        try:
+            _check_inside(_real_path(fd, folder), folder, root)
+        finally:
+            os.close(fd)
+        return True
+    if not os.path.isdir(root):  # (a backend called directly; runs make it first)
+        os.makedirs(root, exist_ok=True)
+    missing = [os.path.basename(folder)]
+    parent = os.path.dirname(folder)
+    while True:
+        try:
+            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+            break
+        except FileNotFoundError:
+            missing.append(os.path.basename(parent))
+            parent = os.path.dirname(parent)
+        except NotADirectoryError:
+            raise _not_a_folder(parent) from None
+    try:
+        _check_inside(_real_path(fd, parent), parent, root)
+        for name in reversed(missing):
+            try:
+                os.mkdir(name, dir_fd=fd)
+            except FileExistsError:  # another runner made it meanwhile
+                pass
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:  # a file, or a link, put there meanwhile
+                raise _not_a_folder(os.path.join(parent, name)) from None
+            os.close(fd)
+            fd, parent = child, os.path.join(parent, name)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _real_path(fd: int, path: str) -> str:
+    """Where the open folder ``fd`` (opened as ``path``) really is."""
+    try:  # Linux: the kernel's own answer, one system call
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _check_inside(real: str, path: str, root: str) -> None:
+    if real == root or real.startswith(root + os.sep):
+        return
+    link = _last_link(path)
+    if link is None:  # (the output directory was removed under the run)
+        raise ResultTreeError(f"{path} is not inside the output directory {root}", path=path)
+    raise ResultTreeError(
+        f"{link} is a symlink to {os.path.realpath(link)}, outside the output directory "
+        f"{root}: xhelpers does not follow it (link the whole output_directory instead)",
+        path=link,
+    )
+
+
+def _last_link(path: str) -> str | None:
+    """The innermost symlink on ``path``: the one below the (followed) output directory."""
+    while path and path != os.path.dirname(path):
+        if os.path.islink(path):
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
+def _not_a_folder(path: str) -> ResultTreeError:
+    """The error for a path that should be a folder on the way to an experiment's."""
+    current = path
+    while current and current != os.path.dirname(current):  # name the entry that is a file
+        if os.path.lexists(current) and not os.path.isdir(current):
+            break
+        current = os.path.dirname(current)
+    else:
+        current = path
+    return ResultTreeError(
+        f"{current} is a file, where an experiment folder (or a folder above one) belongs; "
+        "move it away to run the experiment",
+        path=current,
+    )
+
+
+def read_status(folder: str) -> str | None:
+    """The status in the folder's metafile, or None when there is none (never run)."""
+    return read_heads(folder, [""])[0][0]
+
+
+def read_heads(base: str, names: Sequence[str]) -> list[tuple[str | None, str | None]]:
+    """(status, fingerprint) of the metafiles of ``base/name`` for many names at once.
+
+    Both are the metafile's first two members, so a few bytes answer. Opening relative
+    to a descriptor of ``base`` spares the kernel walking the same leading path 100,000
+    times. (None, None) where there is no metafile.
+    """
+    heads: list[tuple[str | None, str | None]] = []
+    append = heads.append
+    nothing = (None, None)
+    try:
+        base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return [nothing] * len(names)
+    suffix = "/" + METAFILE
+    try:
+        for name in names:
+            try:
+                fd = os.open(name + suffix if name else METAFILE, os.O_RDONLY, dir_fd=base_fd)
+            except OSError:  # none, a folder that is a file, no permission: not done
+                append(nothing)
+                continue
+            try:
+                head = os.read(fd, _HEAD_READ)
+                # Complete only if it ends as encode_metafile ends it: a metafile cut
+                # short (a full disk, an editor) must never read as done.
+                tail = (
+                    os.pread(fd, 2, os.fstat(fd).st_size - 2)
+                    if len(head) == _HEAD_READ
+                    else head[-2:]
+                )
+            except OSError:  # "metafile.json" is a directory, or unreadable
+                append(nothing)
+                continue
+            finally:
+                os.close(fd)
+            if tail == b"}\n" and head.startswith(_HEAD):
+                end = head.find(b'"', _HEAD_LEN)
+                if end > 0:
+                    start = end + _FP_LEN
+                    if head[end:start] == _FP and head[start + 16 : start + 17] == b'"':
+                        append((head[_HEAD_LEN:end].decode(), head[start : start + 16].decode()))
+                        continue
+            # an older, hand-edited or incomplete metafile: parse it properly
+            data = read_metafile(os.path.join(base, name)) or {}
+            status, fp = data.get("status"), data.get("fingerprint")
+            append(
+                (status if isinstance(status, str) else None, fp if isinstance(fp, str) else None)
+            )
+    finally:
+        os.close(base_fd)
+    return heads
+
+
+def read_own_metafile(folder: str) -> dict[str, Any] | None:
+    """The metafile for the run that holds the lock: None when missing or not JSON.
+
+    Raises ResultTreeError when ``metafile.json`` is there but not a file (a folder,
+    a device): the run could never record itself, so it must not start.
+    """
+    path = f"{folder}/{METAFILE}"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ResultTreeError(
+                f"{path} is not a file (a folder?): move it away to run the experiment",
+                path=path,
+            )
+        with open(fd, "rb", closefd=False) as f:
+            text = f.read()
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metafile(folder: str) -> dict[str, Any] | None:
+    """The parsed metafile, or None when missing or unreadable."""
+    try:
+        with open(os.path.join(folder, METAFILE), "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def encode_metafile(status: str, body: str) -> str:
+    """A metafile's text: ``status`` first, then ``body`` (JSON members, no braces)."""
+    return '{"status": "' + status + '", ' + body + "}\n"
+
+
+def write_metafile(folder: str, data: str | Mapping[str, Any], *, durable: bool = False) -> None:
+    """Replace the metafile atomically with ``data`` (encode_metafile text, or a dict).
+
+    The new text goes to a temporary file that is renamed over the metafile only once
+    every byte is written: a full disk raises OSError and leaves the old metafile (and
+    no temporary file) behind. ``durable`` also flushes the text to the disk before the
+    rename, so that after a power cut the metafile is the old one or the new one, never
+    an empty file: the core asks it for the final record of a run (an ``fsync``, ~0.2 ms
+    on an SSD), not for the ``running`` and ``submitted`` markers, whose loss only
+    means a rerun. Every writer holds the experiment's lock, so one temporary name does.
+    """
+    if not isinstance(data, str):
+        rest = {k: v for k, v in data.items() if k != "status"}
+        data = encode_metafile(str(data["status"]), json.dumps(rest, default=repr)[1:-1])
+    tmp = f"{folder}/{_TMP}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data.encode())
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, f"{folder}/{METAFILE}")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """``os.write`` until all of ``payload`` is written; a write that stalls is ENOSPC."""
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
+class ExperimentLock:
+    """An exclusive, non-blocking lock on one experiment folder.
+
+    ``flock`` (not ``fcntl`` byte-range locks) because it excludes two holders in the
+    same process too, which the in-process runner relies on; on NFS Linux emulates it
+    with byte-range locks, which still exclude across nodes.
+    """
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, folder: str) -> None:
+        self.path = f"{folder}/{LOCKFILE}"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if free; False if another process holds it.
+
+        Who created the lock file says nothing about who ran the experiment: decide
+        from the metafile read after this returns True.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def is_locked(folder: str) -> bool:
+    """True while some process holds the folder's lock (a runner is on it)."""
+    try:
+        fd = os.open(os.path.join(folder, LOCKFILE), os.O_RDWR)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)
+    return False
+
+
+def empty_folder(folder: str) -> None:
+    """Delete everything in ``folder`` but its lock file (held by the caller).
+
+    Symlinks are removed, never followed, so nothing outside the folder is touched.
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name == LOCKFILE:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
