@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -231,9 +233,29 @@ def test_definition_errors_for_resources_and_commands() -> None:
 
 
 def test_sbatch_errors_keep_the_telling_line() -> None:
-    from xhelpers.slurm_queue import _one_line
+    from xhelpers.backends.slurm.queue import _one_line
 
     text = (
         "sbatch: unrecognized option '--acount=lab'\nTry \"sbatch --help\" for more information\n"
     )
     assert _one_line(text) == "sbatch: unrecognized option '--acount=lab'"
+
+
+def test_definition_error_while_run_py_is_imported_is_one_line_exit_2(tmp_path: Path) -> None:
+    """A bad name raised at import of run.py, before experiment_cli runs: as the CLI says it."""
+    (tmp_path / "run.py").write_text(
+        "import xhelpers as xh\n"
+        "xh.ParametrizedExperiments('g', {'a/../b': print})\n"
+        "if __name__ == '__main__':\n"
+        "    xh.experiment_cli()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "run.py", "g"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("Error: group 'g': invalid experiment names: 'a/../b'")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    # any other exception keeps its traceback and exit code
+    (tmp_path / "run.py").write_text("import xhelpers\nraise RuntimeError('mine')\n")
+    other = subprocess.run([sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert other.returncode == 1 and "Traceback" in other.stderr

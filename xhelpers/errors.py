@@ -7,6 +7,9 @@ because errors cross process boundaries (workers, SLURM nodes).
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +33,43 @@ class XHelpersError(Exception):
         return (type(self), self.args, self.__dict__)
 
 
-class ExperimentDefinitionError(XHelpersError, ValueError):
+class _UsageProblem(XHelpersError):
+    """A mistake in what the user wrote (a definition, a pattern, a config): exit code 2.
+
+    Raised while ``run.py`` is imported, before the CLI can catch it, it would end the
+    script with a traceback and exit code 1; the first one raised installs a
+    ``sys.excepthook`` that prints it as the CLI prints its errors, one line and exit 2,
+    when nothing catches it. Every other exception keeps the hook that was there.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        _install_usage_hook()
+
+
+_previous_hook: Any = None
+
+
+def _install_usage_hook() -> None:
+    global _previous_hook
+    if _previous_hook is None:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _usage_hook
+
+
+def _usage_hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    # (an interactive session must live on: there the traceback is the answer)
+    if not isinstance(exc, _UsageProblem) or hasattr(sys, "ps1") or sys.flags.interactive:
+        _previous_hook(kind, exc, tb)
+        return
+    sys.stderr.write(f"Error: {exc}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    atexit._run_exitfuncs()  # what a normal exit runs; os._exit skips it
+    os._exit(2)
+
+
+class ExperimentDefinitionError(_UsageProblem, ValueError):
     """A group or its experiments are defined wrongly (names, duplicates, non-callables)."""
 
     def __init__(self, message: str, *, offending: Sequence[str] = ()) -> None:
@@ -38,7 +77,7 @@ class ExperimentDefinitionError(XHelpersError, ValueError):
         self.offending = list(offending)
 
 
-class PatternError(XHelpersError, LookupError):
+class PatternError(_UsageProblem, LookupError):
     """A selection pattern matched no experiment."""
 
     def __init__(self, message: str, *, pattern: str = "", suggestions: Sequence[str] = ()) -> None:
@@ -47,7 +86,7 @@ class PatternError(XHelpersError, LookupError):
         self.suggestions = list(suggestions)
 
 
-class ConfigError(XHelpersError, ValueError):
+class ConfigError(_UsageProblem, ValueError):
     """A config value, field, file or class is wrong."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
