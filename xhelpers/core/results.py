@@ -136,51 +136,75 @@ def prepare_folder(folder: str, root: str) -> bool:
 
     ``root`` is :func:`real_root` of the output directory. Raises ResultTreeError naming
     the entry when the folder or a parent is a file, or a symlink on the way leads out
-    of ``root``: nothing is then created, written or locked there. Folders are created
-    below the deepest existing one, relative to its descriptor, so nothing made here
-    can itself be a link. Costs an open and a readlink when the folder exists.
+    of ``root``: nothing is then created, written or locked there. The deepest existing
+    folder on the way is opened and checked (one readlink of its descriptor), and what
+    is missing below it is created relative to that descriptor, so nothing made here
+    can itself be a link. A new experiment's folder costs an open, a readlink and a
+    mkdir; an existing one an open more.
     """
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
+    cut = folder.rfind(os.sep)
+    parent, leaf = folder[:cut], folder[cut + 1 :]
+    try:  # the common case, a new folder in an existing one, in four system calls
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
         pass
-    except NotADirectoryError:
-        raise _not_a_folder(folder) from None
     else:
         try:
-            _check_inside(_real_path(fd, folder), folder, root)
+            real = _real_path(fd, parent)
+            if real == root or real.startswith(root + os.sep):
+                try:
+                    os.mkdir(leaf, dir_fd=fd)
+                    return False
+                except FileExistsError:
+                    pass
         finally:
             os.close(fd)
-        return True
-    if not os.path.isdir(root):  # (a backend called directly; runs make it first)
-        os.makedirs(root, exist_ok=True)
-    missing = [os.path.basename(folder)]
-    parent = os.path.dirname(folder)
+    missing = [leaf]
     while True:
         try:
             fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
             break
         except FileNotFoundError:
+            if parent == os.path.dirname(parent):  # (nothing of the path exists)
+                raise
             missing.append(os.path.basename(parent))
             parent = os.path.dirname(parent)
         except NotADirectoryError:
             raise _not_a_folder(parent) from None
     try:
-        _check_inside(_real_path(fd, parent), parent, root)
-        for name in reversed(missing):
+        real = _real_path(fd, parent)
+        if root.startswith(real.rstrip(os.sep) + os.sep) and not os.path.isdir(root):
+            # The output directory itself is missing (a backend called directly; a run
+            # makes it first): make it, then the folder below it as usual.
+            os.makedirs(root, exist_ok=True)
+            return prepare_folder(folder, root)
+        _check_inside(real, parent, root)
+        last = len(missing) - 1
+        for i, name in enumerate(reversed(missing)):
             try:
                 os.mkdir(name, dir_fd=fd)
-            except FileExistsError:  # another runner made it meanwhile
-                pass
+            except FileExistsError:
+                pass  # there already (or another runner made it meanwhile): open it below
+            else:
+                if i == last:
+                    return False  # made here, so a folder (not a link)
             try:
                 child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError:  # a file, or a link, put there meanwhile
-                raise _not_a_folder(os.path.join(parent, name)) from None
+            except OSError:
+                path = os.path.join(parent, name)
+                if not os.path.islink(path):  # a file where a folder belongs
+                    raise _not_a_folder(path) from None
+                child = os.open(path, os.O_RDONLY | os.O_DIRECTORY)  # where the link leads
+                try:
+                    _check_inside(_real_path(child, path), path, root)
+                except BaseException:
+                    os.close(child)
+                    raise
             os.close(fd)
             fd, parent = child, os.path.join(parent, name)
     finally:
         os.close(fd)
-    return False
+    return True
 
 
 def _real_path(fd: int, path: str) -> str:
@@ -295,6 +319,8 @@ def read_own_metafile(folder: str) -> dict[str, Any] | None:
     a device): the run could never record itself, so it must not start.
     """
     path = f"{folder}/{METAFILE}"
+    if not os.access(path, os.F_OK):  # a new experiment: no exception raised to say so
+        return None
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -363,7 +389,8 @@ def write_metafile(folder: str, data: str | Mapping[str, Any], *, durable: bool 
 
 def _write_all(fd: int, payload: bytes) -> None:
     """``os.write`` until all of ``payload`` is written; a write that stalls is ENOSPC."""
-    view = memoryview(payload)
+    written = os.write(fd, payload)  # (all of it, nearly always)
+    view = memoryview(payload)[written:]
     while view:
         written = os.write(fd, view)
         if written <= 0:
