@@ -36,7 +36,7 @@ from submitit.slurm import slurm as submitit_slurm
 from xhelpers.backends import Finished
 from xhelpers.backends.slurm.backend import SlurmBackend, cancel_jobs
 from xhelpers.config import BaseConfig
-from xhelpers.core import results
+from xhelpers.core import records, results
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.core.fingerprints import describe
 
@@ -75,7 +75,7 @@ def run_xhelpers(root: Path, n: int, poll: float, timeout: float) -> dict[str, f
     backend.cluster_max_array_size  # noqa: B018 - scontrol once, outside the timing (cached)
     before = SBATCH_CALLS
     t0 = time.perf_counter()
-    backend.start(tasks)
+    records.submit_marked(backend, tasks, backend.ctx)
     submit = time.perf_counter() - t0
     sbatch = SBATCH_CALLS - before
     print(f"xhelpers: submitted {n} in {submit:.3f}s with {sbatch} sbatch call(s): ", end="")
@@ -89,7 +89,7 @@ def run_xhelpers(root: Path, n: int, poll: float, timeout: float) -> dict[str, f
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {done}/{n} results after {timeout}s")
     except BaseException:
-        backend.cancel()
+        backend.cancel(backend.arrays)
         raise
     total = time.perf_counter() - t0
     assert done == n, f"{done}/{n} results"

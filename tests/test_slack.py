@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from slack_server import HANG, RATELIMITED, SERVER_ERROR, FakeSlack, Request, fa
 
 import xhelpers as xh
 from xhelpers import backends, notify
-from xhelpers.backends import Backend, Finished
+from xhelpers.backends import UNKNOWN_STATUS, Backend, Finished, JobStatus, Submitted
 from xhelpers.core.execution import RunContext, execute
 
 TOKEN = "xoxb-1111-2222-TESTSECRETc0ffee"
@@ -585,8 +585,17 @@ class NodeLike(Backend):
     name = "nodelike"
     shipped: list[Any] = []
 
-    def start(self, tasks: Sequence[Any]) -> None:
+    def submit(self, tasks: Sequence[Any]) -> dict[str, Submitted]:
         self._tasks = list(tasks)
+        return {}
+
+    @classmethod
+    def states(cls, refs: Iterable[str]) -> dict[str, JobStatus]:
+        return dict.fromkeys(refs, UNKNOWN_STATUS)
+
+    @classmethod
+    def cancel(cls, refs: Iterable[str]) -> dict[str, bool]:
+        return dict.fromkeys(refs, False)
 
     def reports(self) -> Iterator[Finished]:
         for task in self._tasks:

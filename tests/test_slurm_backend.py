@@ -117,6 +117,13 @@ def make_backend(
     return backend, tasks
 
 
+def start(backend: SlurmBackend, tasks: list[Task]) -> dict[str, str]:
+    """Submit as the runner does: the core locks, the backend submits, the core marks."""
+    refs, settled = records.submit_marked(backend, tasks, backend.ctx)
+    assert settled == []
+    return refs
+
+
 def collect(backend: SlurmBackend, timeout: float = WAIT_S) -> dict[str, Report]:
     """Every report of the backend, by task name; fails (and stops waiting) after ``timeout``."""
     got: dict[str, Report] = {}
@@ -208,7 +215,7 @@ def test_mixed_group(
             "cancelled": functools.partial(wait_for, str(release)),
         },
     )
-    backend.start(tasks)
+    start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
 
     # One sbatch, one array; every experiment marked `submitted` with its own job id.
@@ -276,7 +283,7 @@ def test_cancelled_before_any_task_started(
         slurm_cluster, tmp_path / "out", slurm_additional_parameters={"hold": True}
     )
     backend, tasks = make_backend(config, {f"h{i}": functools.partial(double, i) for i in range(3)})
-    backend.start(tasks)
+    start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
     backend.cancel(backend.arrays)
     reports = collect(backend)
@@ -315,7 +322,7 @@ def test_arrays_split_by_max_array_size(
     # The cluster's MaxArraySize, read with scontrol once per backend, capped by the config.
     assert backend.cluster_max_array_size == slurm_cluster.max_array_size
     assert backend.max_array_size == min(2, slurm_cluster.max_array_size)
-    backend.start(tasks)
+    start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
     assert len(reads) == 1
 
@@ -342,7 +349,7 @@ def test_array_throttle_and_interrupt(
     backend, tasks = make_backend(
         config, {n: functools.partial(wait_for, str(release)) for n in names}
     )
-    backend.start(tasks)
+    start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
     (array,) = backend.arrays
 
@@ -388,7 +395,7 @@ def test_different_resources_make_separate_arrays(
         },
         **{"two/a": {"cpus_per_task": 2}, "two/b": {"cpus_per_task": 2}},
     )
-    backend.start(tasks)
+    start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
     assert backend.sbatch_calls == 3
     ones, twos, three = backend.arrays
@@ -414,7 +421,7 @@ def test_requeue_resumes_from_checkpoint(
             "limited": functools.partial(resumable, 1, config={"slurm_max_requeues": 0}),
         },
     )
-    backend.start(tasks)
+    start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
     resume_id, limited_id = backend.job_ids["resume"], backend.job_ids["limited"]
     assert "_" in resume_id and "_" not in limited_id
@@ -495,7 +502,7 @@ def test_sbatch_failure_leaves_nothing_submitted(
         },
     )
     with pytest.raises(BackendError) as info:
-        backend.start(tasks)
+        start(backend, tasks)
     cleanup_jobs.extend(backend.arrays)
     text = str(info.value)
     assert text.startswith("sbatch: ") and message in text and "\n" not in text

@@ -27,7 +27,7 @@ import xhelpers as xh
 from xhelpers.backends.base import Lost
 from xhelpers.backends.slurm import queue as slurm_queue
 from xhelpers.config import BaseConfig
-from xhelpers.core import results, runner
+from xhelpers.core import jobs, results, runner
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.errors import BackendError
 
@@ -118,14 +118,15 @@ def test_squeue_unreachable_means_nothing_is_known(fake: Callable[..., FakeSlurm
     with pytest.raises(BackendError, match=r"squeue: .*Unable to contact slurm controller"):
         slurm_queue.job_states(["94_0"])
     # so an experiment of that job counts as queued: nothing runs twice
-    jobs = {"x": ("94_0", {"status": "running"})}
-    assert slurm_queue.still_queued(jobs) == {"x": None}
+    metas = {"x": {"status": "running", "backend": "slurm", "ref": "94_0"}}
+    assert jobs.still_queued(metas) == {"x": None}
 
 
 def test_still_queued_counts_requeued_and_held_jobs(fake: Callable[..., FakeSlurm]) -> None:
     fake("95_0|NODE_FAIL\n95_1|SUSPENDED\n95_2|NODE_FAIL\n95_3|REQUEUE_HOLD\n", "95_0|PENDING\n")
-    jobs = {f"e{i}": (f"95_{i}", {"status": "running"}) for i in range(4)}
-    assert slurm_queue.still_queued(jobs) == {
+    metas = {f"e{i}": {"status": "running", "slurm_job_id": f"95_{i}"} for i in range(4)}
+    queued = jobs.still_queued(metas)  # (old metafiles: slurm_job_id alone)
+    assert {name: status and status.raw for name, status in queued.items()} == {
         "e0": "PENDING",
         "e1": "SUSPENDED",
         "e3": "REQUEUE_HOLD",

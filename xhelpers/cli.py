@@ -161,12 +161,12 @@ def _options() -> list[click.Parameter]:
         click.Option(
             ["--no-wait"],
             is_flag=True,
-            help="SLURM: submit, print the job ids, exit (implies --slurm).",
+            help="Submit, print the job ids, exit (implies --slurm).",
         ),
         click.Option(
             ["--cancel"],
             is_flag=True,
-            help="SLURM: cancel the selected experiments' jobs; mark them interrupted.",
+            help="Cancel the selected experiments' jobs; mark them interrupted.",
         ),
         click.Option(
             ["--pdb", "post_mortem"],
@@ -204,10 +204,19 @@ def _check_options(opts: dict[str, Any]) -> None:
             raise UsageError(f"{extra[0]} runs experiments; {views[0]} runs none")
     if opts["fmt"] != "table" and not (opts["list_only"] or opts["show_results"]):
         raise UsageError("--format applies to -l and --results only")
-    if opts["no_wait"] and opts["slurm"] is False:
-        raise UsageError("--no-wait submits to SLURM; it contradicts --local")
+    if opts["no_wait"] and opts["slurm"] is False and not _can_detach("local"):
+        raise UsageError(
+            "--no-wait submits to SLURM: the local backend cannot detach; it contradicts --local"
+        )
     if opts["post_mortem"] and (opts["jobs"] or 1) > 1:
         raise UsageError("--pdb needs -j1: a debugger cannot reach a worker process")
+
+
+def _can_detach(backend: str) -> bool:
+    from xhelpers.backends import find_backend  # the seam's declared capability
+
+    cls = find_backend(backend)
+    return cls is not None and cls.can_detach
 
 
 def _show_only(
@@ -235,15 +244,22 @@ def _show_only(
         click.echo(text)
         return 0
     if opts["cancel"]:
-        job_ids, marked = group.cancel(*patterns, config_file=config_file)
-        if not job_ids:
-            click.echo("no selected experiment has a SLURM job pending or running")
-        else:
+        outcome = group.cancel(*patterns, config_file=config_file)
+        for label, refs in outcome.cancelled.items():
+            marked = len(outcome.marked)
             click.echo(
-                f"cancelled SLURM job{'s' if len(job_ids) > 1 else ''} "
-                f"{' '.join(job_ids)}; {len(marked)} experiment"
-                f"{'s' if len(marked) != 1 else ''} marked interrupted"
+                f"cancelled {label} job{'s' if len(refs) > 1 else ''} {' '.join(refs)}; "
+                f"{marked} experiment{'s' if marked != 1 else ''} marked interrupted"
             )
+        for label, refs in outcome.ended.items():
+            click.echo(
+                f"already ended: {label} job{'s' if len(refs) > 1 else ''} {' '.join(refs)} "
+                "(nothing to cancel)"
+            )
+        for backend in outcome.unregistered:
+            click.echo(f"cannot cancel jobs of backend {backend!r}: not installed or registered")
+        if not (outcome.cancelled or outcome.ended or outcome.unregistered):
+            click.echo("no selected experiment has a job pending or running")
         return 0
     return None
 

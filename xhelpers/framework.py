@@ -13,6 +13,7 @@ from xhelpers.core.results import PATH_MAX
 from xhelpers.errors import ExperimentDefinitionError, PatternError
 
 if TYPE_CHECKING:
+    from xhelpers.core.jobs import CancelOutcome
     from xhelpers.core.summary import RunSummary
     from xhelpers.views.status import StatusRow
 
@@ -222,21 +223,17 @@ class ParametrizedExperiments:
 
         return collect_status(self, patterns, **options)
 
-    def cancel(
-        self, *patterns: str, config: Any = None, config_file: Any = None
-    ) -> tuple[list[str], list[str]]:
-        """Cancel the SLURM jobs of the selected experiments; mark them ``interrupted``.
-
-        Returns (job ids cancelled, names marked).
-        """
-        from xhelpers.backends.slurm.queue import cancel_experiments
+    def cancel(self, *patterns: str, config: Any = None, config_file: Any = None) -> CancelOutcome:
+        """Cancel the jobs of the selected experiments (through their backends); mark
+        them ``interrupted``. Jobs that had ended already are reported, not touched."""
         from xhelpers.config import resolve_config
+        from xhelpers.core.jobs import cancel
         from xhelpers.core.results import group_prefix
 
         names = self.select(*patterns)
         resolved = resolve_config(self.configcls, config_file=config_file, config=config)
         base = group_prefix(resolved.output_directory, self.name)
-        return cancel_experiments({n: base + n for n in names})
+        return cancel({n: base + n for n in names})
 
     def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:
         """One dict per selected experiment: name, status, parameters, result fields."""

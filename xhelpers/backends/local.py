@@ -20,13 +20,22 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from xhelpers.backends import reaper
-from xhelpers.backends.base import Backend, Finished, Lost, Report
+from xhelpers.backends.base import (
+    UNKNOWN_STATUS,
+    Backend,
+    Finished,
+    JobState,
+    JobStatus,
+    Lost,
+    Report,
+    Submitted,
+)
 from xhelpers.core import execution
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
 from xhelpers.core.logs import ForwardHandler, emit_forwarded
@@ -55,6 +64,9 @@ class LocalBackend(Backend):
     """``jobs=1``: in order, in this process (pdb works); ``jobs>1``: a pool of processes."""
 
     name = "local"
+    label = "local"
+    # Its workers end with this process (the reaper sees to it): nothing to detach yet.
+    can_detach = False
 
     def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
         super().__init__(ctx, jobs=jobs)
@@ -77,6 +89,41 @@ class LocalBackend(Backend):
 
     def start(self, tasks: Sequence[Task]) -> None:
         self._pending.extend(tasks)
+
+    def submit(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
+        """Queue the tasks; each one's ref is this process, which runs them or owns the
+        workers that do (they die with it)."""
+        self.start(tasks)
+        ref = process_ref(os.getpid())
+        if ref is None:  # no /proc: nothing that outlives us could ask anyway
+            return {}
+        handed = Submitted(ref)
+        return {task.name: handed for task in tasks}
+
+    # -- the seam's questions, from any process on this host --------------------------
+    @classmethod
+    def states(cls, refs: Iterable[str]) -> dict[str, JobStatus]:
+        """RUNNING while the process lives (same pid and start time); otherwise unknown:
+        a process that is gone left no word on how it ended (its metafiles have it)."""
+        out: dict[str, JobStatus] = {}
+        for ref in refs:
+            pid = _live_pid(ref)
+            out[ref] = JobStatus(JobState.RUNNING) if pid is not None else UNKNOWN_STATUS
+        return out
+
+    @classmethod
+    def cancel(cls, refs: Iterable[str]) -> dict[str, bool]:
+        """Ctrl-C for each live process (it records its experiments as interrupted)."""
+        out: dict[str, bool] = {}
+        for ref in refs:
+            pid = _live_pid(ref)
+            sent = False
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGINT)
+                    sent = True
+            out[ref] = sent
+        return out
 
     def running(self) -> int:
         if self.jobs == 1:
@@ -421,3 +468,37 @@ def _worker_main(
             send(("result", result))
             return
         send(("result", result))
+
+
+# -- references: a process by host, pid and start time (pids are reused) -------------------
+def _start_ticks(pid: int) -> int | None:
+    """The process' start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):  # ended, not reaped yet: it runs nothing
+        return None
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_ref(pid: int) -> str | None:
+    """``host:pid:start`` of a live process of this host; None without /proc."""
+    start = _start_ticks(pid)
+    return None if start is None else f"{os.uname().nodename}:{pid}:{start}"
+
+
+def _live_pid(ref: object) -> int | None:
+    """The pid of the process ``ref`` names if it still runs on this host, else None."""
+    if not isinstance(ref, str):
+        return None
+    head, _, start = ref.rpartition(":")
+    host, _, pid_text = head.rpartition(":")
+    if host != os.uname().nodename or not (pid_text.isdigit() and start.isdigit()):
+        return None
+    pid = int(pid_text)
+    return pid if pid > 0 and _start_ticks(pid) == int(start) else None

@@ -390,7 +390,7 @@ def _wait_for_submitter(lock: results.ExperimentLock, folder: str, job_id: str) 
             if (
                 meta is not None
                 and meta.get("status") == results.RUNNING
-                and (meta.get("slurm_job_id") != job_id)
+                and (meta.get("ref") or meta.get("slurm_job_id")) != job_id
             ):
                 return False
         time.sleep(delay)

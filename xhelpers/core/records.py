@@ -1,32 +1,148 @@
 """Metafile updates made for an experiment from outside its own run.
 
 ``execute`` records an experiment's own run. These record what it cannot: that its
-process died under it (recorded by the runner), that its SLURM job ended without a
-word or was cancelled, and that it was submitted to SLURM (the ``submitted`` marker).
-Each replaces only what it is sure of, under the experiment's lock.
+process died under it (recorded by the runner), that its backend's job ended without a
+word or was cancelled, and that it was submitted (the ``submitted`` marker, with the
+backend's reference). Each replaces only what it is sure of, under the experiment's
+lock. Backends write none of this: they hand the core what to write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import resource
 import signal
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from xhelpers.core import results
-from xhelpers.core.execution import RunContext, Task
+from xhelpers.core.execution import RunContext, Task, TaskResult
+from xhelpers.core.summary import BUSY, SKIPPED
+from xhelpers.errors import BackendError
 
-__all__ = ["lost_error", "record_ended", "record_lost", "record_submitted"]
+if TYPE_CHECKING:
+    from xhelpers.backends.base import Backend
+
+__all__ = [
+    "lost_error",
+    "record_ended",
+    "record_lost",
+    "record_submitted",
+    "ref_of",
+    "submit_marked",
+]
+
+logger = logging.getLogger(__name__)
+
+_FD_RESERVE = 256  # descriptors left free while every selected experiment's lock is held
 
 
-def record_submitted(task: Task, ctx: RunContext, job_id: str, members: str = "") -> None:
-    """Mark an experiment ``submitted`` as SLURM job ``job_id``; the caller holds its lock.
+def ref_of(meta: Mapping[str, Any]) -> tuple[str | None, str] | None:
+    """(backend name, ref) of the job a metafile names; None when it names none.
 
-    The submitter takes the lock of every experiment before it submits, writes this
-    marker once the job ids are known, then releases the locks. A job that starts
-    meanwhile waits for the lock (RunContext.job_id), so the marker can never replace
-    the job's own status, and the submitter holds no lock while the job runs.
-    ``members`` are extra JSON members (e.g. the job's log files).
+    The backend is the run's (every metafile has ``backend``). Metafiles from before
+    the seam name only ``slurm_job_id``: backend slurm, that id as the ref.
+    """
+    ref = meta.get("ref")
+    if isinstance(ref, str) and ref:
+        backend = meta.get("backend")
+        return (backend if isinstance(backend, str) else None), ref
+    job_id = meta.get("slurm_job_id")
+    if isinstance(job_id, str) and job_id:
+        return "slurm", job_id
+    return None
+
+
+def submit_marked(
+    backend: Backend, tasks: Sequence[Task], ctx: RunContext
+) -> tuple[dict[str, str], list[tuple[Task, TaskResult]]]:
+    """Lock every task, submit, mark each ``submitted`` with its ref, unlock.
+
+    For backends that declare ``marks_submitted``: no task can start before its
+    reference is recorded (its job waits for the lock, see execution). Tasks running
+    elsewhere, done meanwhile, or whose folder cannot be made are not submitted: they
+    come back with their result. Returns ({name: ref}, those). If a marker cannot be
+    written, everything this call submitted is withdrawn.
+    """
+    _ensure_descriptors(len(tasks))
+    locks: list[results.ExperimentLock] = []
+    settled: list[tuple[Task, TaskResult]] = []
+    refs: dict[str, str] = {}
+    try:
+        claimed = _claim(tasks, ctx, locks, settled)
+        handed = backend.submit(claimed)
+        try:
+            for task in claimed:
+                if task.name in handed:
+                    got = handed[task.name]
+                    record_submitted(task, ctx, got.ref, got.members)
+                    refs[task.name] = got.ref
+        except BaseException:
+            backend.withdraw([got.ref for got in handed.values()])
+            raise
+    finally:
+        for lock in locks:
+            lock.release()
+    return refs, settled
+
+
+def _claim(
+    tasks: Sequence[Task],
+    ctx: RunContext,
+    locks: list[results.ExperimentLock],
+    settled: list[tuple[Task, TaskResult]],
+) -> list[Task]:
+    """Take each task's lock; busy or finished ones are settled at once, not submitted."""
+    claimed = []
+    root = ctx.root or results.real_root(ctx.config.output_directory)
+    for task in tasks:
+        lock = results.ExperimentLock(task.folder)
+        try:
+            existed = results.prepare_folder(task.folder, root)
+            taken = lock.acquire()
+        except OSError as exc:  # a file or a link out of the tree in its place
+            logger.error("[%s] not submitted: %s", task.name, exc)
+            settled.append((task, TaskResult(task.name, results.FAILED, error=str(exc))))
+            continue
+        if not taken:
+            settled.append((task, TaskResult(task.name, BUSY)))
+            continue
+        locks.append(lock)
+        if existed and not task.force and results.read_status(task.folder) == results.DONE:
+            settled.append((task, TaskResult(task.name, SKIPPED)))
+            continue
+        claimed.append(task)
+    return claimed
+
+
+def _ensure_descriptors(n: int) -> None:
+    """Make room for ``n`` lock descriptors held at once, or raise BackendError."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = n + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            raise BackendError(
+                f"submitting {n} experiments at once needs {needed} open files, but the limit "
+                f"is {hard}; select fewer experiments per run"
+            )
+
+
+def record_submitted(
+    task: Task, ctx: RunContext, ref: str, members: Mapping[str, Any] | None = None
+) -> None:
+    """Mark an experiment ``submitted`` as the backend's job ``ref``; the caller holds
+    its lock (see :func:`submit_marked`).
+
+    A job that starts meanwhile waits for the lock (RunContext.job_id), so the marker
+    can never replace the job's own status, and the submitter holds no lock while the
+    job runs. ``members`` are the backend's extra members (its log files, say); the
+    backend's name is the run's ``backend`` member.
     """
     previous = results.read_metafile(task.folder)
     runs = 0  # runs so far; execute counts this one on top
@@ -38,10 +154,10 @@ def record_submitted(task: Task, ctx: RunContext, job_id: str, members: str = ""
     body = (
         f'{task.description}, "group": {json.dumps(ctx.group)}, '
         f'"name": {json.dumps(task.name)}, "submitted": "{results.now()}", '
-        f'"slurm_job_id": {json.dumps(job_id)}, "runs": {runs}, {ctx.run_info}'
+        f'"ref": {json.dumps(ref)}, "runs": {runs}, {ctx.run_info}'
     )
     if members:
-        body += ", " + members
+        body += ", " + json.dumps(dict(members), default=str)[1:-1]
     results.write_metafile(task.folder, results.encode_metafile(results.SUBMITTED, body))
 
 
@@ -80,8 +196,8 @@ def record_lost(
     ``running`` metafile, or (it died before it wrote one: while it received the task,
     say) a missing one or an older failure, so the experiment reads ``failed`` with
     this cause. A result it finished just before dying is kept, and so is anything
-    another runner wrote. With ``job_id`` (SLURM: a job that ended without a result),
-    a ``running`` or ``submitted`` metafile of that job.
+    another runner wrote. With ``job_id`` (the backend's ref of a job that ended
+    without a result), a ``running`` or ``submitted`` metafile of that job.
     """
     if job_id is not None:
         return record_ended(task.folder, status, error, pid=pid, job_id=job_id)
@@ -141,8 +257,8 @@ def record_ended(
     job_id: str | None = None,
     wait_s: float = 5.0,
 ) -> bool:
-    """Replace an unfinished metafile (``running``, or ``submitted`` with ``job_id``) by
-    ``status`` with ``error``, under the lock; waits up to ``wait_s`` for the lock."""
+    """Replace an unfinished metafile (``running``, or ``submitted`` with ``job_id``: the
+    ref it names) by ``status`` with ``error``, under the lock; waits up to ``wait_s``."""
     lock = results.ExperimentLock(folder)
     try:
         if not _acquire(lock, wait_s):
@@ -153,10 +269,11 @@ def record_ended(
         meta = results.read_metafile(folder)
         if meta is None:
             return False
-        if job_id is not None:  # SLURM: the job may have died pending or running
+        if job_id is not None:  # a backend's job may have died pending or running
             if meta.get("status") not in (results.RUNNING, results.SUBMITTED):
                 return False
-            if meta.get("slurm_job_id") != job_id:
+            named = ref_of(meta)
+            if named is None or named[1] != job_id:
                 return False
         elif meta.get("status") != results.RUNNING:
             return False

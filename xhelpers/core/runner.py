@@ -15,14 +15,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from xhelpers.backends import Finished, Report, get_backend
+from xhelpers.backends import Backend, Finished, JobState, Report, get_backend
 from xhelpers.config import BaseConfig, resolve_config
-from xhelpers.core import results
+from xhelpers.core import jobs, results
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.core.fingerprints import describe, fingerprint
 from xhelpers.core.logs import console_logging
 from xhelpers.core.provenance import run_members
-from xhelpers.core.records import lost_error, record_lost
+from xhelpers.core.records import lost_error, record_lost, submit_marked
 from xhelpers.core.summary import (
     BUSY,
     NOT_STARTED,
@@ -33,7 +33,7 @@ from xhelpers.core.summary import (
     ExperimentOutcome,
     RunSummary,
 )
-from xhelpers.errors import ConfigError, ExperimentDefinitionError
+from xhelpers.errors import BackendError, ConfigError, ExperimentDefinitionError
 from xhelpers.views.progress import Progress
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class RunOptions:
     backend: str | None = None  # None: "slurm" when config.slurm, else "local"
     post_mortem: bool = False  # pdb at a failure (-j1)
     progress: bool | None = None  # None: when stderr is a terminal
-    wait: bool = True  # SLURM: wait for the jobs (False: submit, report, return)
+    wait: bool = True  # False: submit, report, return (a backend that can detach)
     patterns: tuple[str, ...] = ()  # as given, for the hints printed to the user
 
 
@@ -93,10 +93,8 @@ def plan(
             submitted[name] = base + name
         else:
             to_run.append((name, base + name, False))
-    if submitted:  # one SLURM query for all of them, and only when there are any
-        from xhelpers.backends.slurm.queue import jobs_of, still_queued
-
-        queued = still_queued(jobs_of(submitted))  # no query when none has a job id
+    if submitted:  # one query per backend for all of them, and only when there are any
+        queued = jobs.still_queued(_metafiles(submitted))  # none for metafiles without refs
         for name, folder in submitted.items():
             if name in queued:
                 skip[name] = QUEUED
@@ -117,11 +115,13 @@ def _failed_only(names: list[str], base: str) -> list[str]:
             keep.append(name)
             orphans[name] = base + name
     if orphans:  # a SLURM job requeued after its node died is queued, not to retry
-        from xhelpers.backends.slurm.queue import jobs_of, still_queued
-
-        queued = still_queued(jobs_of(orphans))  # one query, none without job ids
+        queued = jobs.still_queued(_metafiles(orphans))  # none for metafiles without refs
         keep = [name for name in keep if name not in queued]
     return keep
+
+
+def _metafiles(folders: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    return {name: results.read_metafile(folder) or {} for name, folder in folders.items()}
 
 
 def run(
@@ -204,6 +204,14 @@ def _run(
     start = time.perf_counter()
     base = results.group_prefix(config.output_directory, group.name)
     _check_path_lengths(group.name, names, base)
+    if not options.wait:  # before anything is planned or run: a usage error
+        name = options.backend or ("slurm" if config.slurm else "local")
+        if not get_backend(name).can_detach:
+            raise BackendError(
+                f"--no-wait: the {name} backend cannot detach (its experiments end "
+                "with this process); use one that can, e.g. --slurm",
+                usage=True,
+            )
     if options.retry_failed:
         names = _failed_only(names, base)
         if not names:
@@ -321,41 +329,47 @@ def _execute(
         backend.ticker = progress.tick
         backend.tick_interval = min(backend.tick_interval, progress.interval)
     interrupted = False
-    job_ids: dict[str, str] = {}
+    refs: dict[str, str] = {}  # task name -> its job's ref, as the backend handed it over
     try:
         with progress if show else nullcontext():
-            backend.start(tasks)
-            job_ids = getattr(backend, "job_ids", {})
+            if backend.marks_submitted:  # locked, submitted, marked, unlocked
+                refs, settled = submit_marked(backend, tasks, ctx)
+                for task, result in settled:  # running elsewhere, done meanwhile
+                    outcome = _record(Finished(task, result), ctx, backend, refs)
+                    done[outcome.name] = outcome
+                    if show and options.wait:
+                        progress.update(outcome.status)
+            else:
+                refs = {name: got.ref for name, got in backend.submit(tasks).items()}
             if not options.wait:
-                for report in backend.early_reports():  # type: ignore[attr-defined]
-                    done[report.task.name] = _record(report, ctx, job_ids)
-                _tell_queued(group.name, backend, options.patterns)
+                _tell_queued(group.name, backend, refs, options.patterns)
             else:
                 while True:
                     try:
                         for report in backend.reports():
-                            outcome = _record(report, ctx, job_ids)
+                            outcome = _record(report, ctx, backend, refs)
                             done[outcome.name] = outcome
                             if show:
                                 progress.update(outcome.status)
                         break
                     except KeyboardInterrupt:
                         interrupted = True
-                        if job_ids:
+                        if refs and backend.can_detach:
                             logger.warning("interrupted: no longer waiting; the jobs run on")
                         else:
                             logger.warning("interrupted: stopping running experiments")
                         backend.interrupt()
     finally:
         backend.close()
+    detached = refs if backend.can_detach else {}
     for name, folder, _ in to_run:
         if name not in done:
             outcome = _from_disk(name, folder)
-            if name in job_ids and outcome.status in (BUSY, NOT_STARTED):
+            if name in detached and outcome.status in (BUSY, NOT_STARTED):
                 outcome = ExperimentOutcome(name, QUEUED, folder)  # its job runs on
             done[name] = outcome
     if interrupted and any(o.status == QUEUED for o in done.values()):
-        _tell_queued(group.name, backend, options.patterns)
+        _tell_queued(group.name, backend, detached, options.patterns)
     return interrupted
 
 
@@ -368,37 +382,49 @@ def _without_token(config: BaseConfig) -> BaseConfig:
     return config.model_copy(update={"slacktoken": None})
 
 
-def _tell_queued(group: str, backend: Any, patterns: Sequence[str]) -> None:
-    arrays = list(getattr(backend, "arrays", []))
-    if not arrays:
+def _tell_queued(
+    group: str, backend: Backend, refs: Mapping[str, str], patterns: Sequence[str]
+) -> None:
+    handles = backend.handles(refs.values())
+    if not handles:
         return
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run.py"
     selection = " ".join(shlex.quote(p) for p in (group, *patterns))
-    jobs = "jobs" if len(arrays) > 1 else "job"
+    jobs_word = "jobs" if len(handles) > 1 else "job"
+    hint = backend.follow_hint(handles)
     print(
-        f"submitted to SLURM: {jobs} {' '.join(arrays)}\n"
-        f"  follow:  python {prog} {selection} -l    (or: squeue -j {','.join(arrays)})\n"
+        f"submitted to {backend.label}: {jobs_word} {' '.join(handles)}\n"
+        f"  follow:  python {prog} {selection} -l" + (f"    (or: {hint})" if hint else "") + "\n"
         f"  cancel:  python {prog} {selection} --cancel",
         flush=True,
     )
 
 
-def _record(report: Report, ctx: RunContext, job_ids: Mapping[str, str]) -> ExperimentOutcome:
+def _record(
+    report: Report, ctx: RunContext, backend: Backend, refs: Mapping[str, str]
+) -> ExperimentOutcome:
     """The outcome of a report; a lost task's metafile is written here, by the core."""
     task = report.task
     if isinstance(report, Finished):
         r = report.result
         return ExperimentOutcome(task.name, r.status, task.folder, r.duration, r.error)
-    job_id = job_ids.get(task.name)
-    if job_id is not None:  # a SLURM job that ended without a result: its state says why
-        state = report.why or "FAILED"
-        status = results.INTERRUPTED if state == "CANCELLED" else results.FAILED
-        message = f"SLURM job {job_id} ended {state}"
-        error: dict[str, Any] = {"type": "SlurmJobEnded", "message": message, "state": state}
+    ref = refs.get(task.name) if backend.marks_submitted else None
+    if ref is not None:  # a job that ended without a result: its backend's state says why
+        ended = report.state
+        word = ended.word if ended is not None else (report.why or "FAILED")
+        cancelled = ended.state is JobState.CANCELLED if ended else word == "CANCELLED"
+        status = results.INTERRUPTED if cancelled else results.FAILED
+        message = f"{backend.label} job {ref} ended {word}"
+        error: dict[str, Any] = {
+            "type": "JobEnded",
+            "message": message,
+            "backend": backend.name,
+            "state": word,
+        }
     else:
         message, error = lost_error(report.exitcode, report.why, report.cause)
         status = results.INTERRUPTED if report.why else results.FAILED
-    if record_lost(task, ctx, report.pid, message, error, status, job_id):
+    if record_lost(task, ctx, report.pid, message, error, status, ref):
         if status == results.FAILED:
             logger.error("[%s] %s", task.name, message)
         return ExperimentOutcome(task.name, status, task.folder, None, message)

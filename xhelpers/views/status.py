@@ -10,13 +10,15 @@ import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from xhelpers.backends import JobState, JobStatus
 from xhelpers.config import BaseConfig, resolve_config
-from xhelpers.core import results
+from xhelpers.core import jobs, results
 from xhelpers.core.fingerprints import fingerprint
 from xhelpers.core.logs import EXPERIMENT_LOG
+from xhelpers.core.records import ref_of
 from xhelpers.core.summary import show_path
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMATS",
     "STATUS_ORDER",
+    "UNKNOWN",
     "StatusRow",
     "collect_results",
     "collect_status",
@@ -39,6 +42,7 @@ __all__ = [
 # "pending", and "running" with a free lock (its runner died) is "interrupted".
 DONE, PENDING, STALE = "done", "pending", "stale"
 UNREADABLE = "unreadable"  # a metafile that is there but not JSON: a run redoes it
+UNKNOWN = "unknown"  # its job's backend is not installed here: nobody can say
 STATUS_ORDER = (
     DONE,
     STALE,
@@ -48,6 +52,7 @@ STATUS_ORDER = (
     results.SUBMITTED,
     PENDING,
     UNREADABLE,
+    UNKNOWN,
 )
 FORMATS = ("table", "csv", "json")  # the CLI offers the same (cli.FORMATS)
 Format = Literal["table", "csv", "json"]
@@ -59,7 +64,7 @@ class StatusRow:
     status: str
     duration: float | None = None
     ended: str | None = None
-    where: str | None = None  # host, or SLURM job id
+    where: str | None = None  # its job's ref (SLURM job id), or its host
     error: str | None = None  # last line of the error
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,7 +97,8 @@ def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str
         status = STALE if fp is not None and fp != current_fp else DONE
     elif status == results.RUNNING and not results.is_locked(folder):
         status = results.INTERRUPTED
-    where = meta.get("slurm_job_id") or meta.get("host")
+    named = ref_of(meta)
+    where = named[1] if named else meta.get("host")
     return StatusRow(
         name,
         status,
@@ -119,14 +125,15 @@ def collect_status(
     base = _base(group, _resolve(group, config, config_file))
     experiments = group.experiments
     rows = []
-    on_slurm: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    asked: dict[str, tuple[str | None, str]] = {}  # name -> (backend, ref) of its job
     for name in names:
         folder = base + name
         meta = results.read_metafile(folder)
         row = _row(name, folder, meta, fingerprint(experiments[name]))
+        named = ref_of(meta) if meta else None
         if (
-            meta
-            and meta.get("slurm_job_id")
+            named is not None
+            and meta is not None
             and (
                 row.status == results.SUBMITTED
                 # "running" with a free lock: its node may have died under it and SLURM
@@ -134,42 +141,37 @@ def collect_status(
                 or (row.status == results.INTERRUPTED and meta.get("status") == results.RUNNING)
             )
         ):
-            on_slurm[name] = (str(meta["slurm_job_id"]), meta)
+            asked[name] = named
         rows.append(row)
-    if on_slurm:  # one SLURM query: has the job started, ended, or been requeued?
-        states = _slurm_states(on_slurm)
-        rows = [_with_slurm_state(r, states.get(r.name)) if r.name in on_slurm else r for r in rows]
+    if asked:  # one query per backend: has the job started, ended, or been requeued?
+        answers = jobs.ask(asked)
+        out = []
+        for row in rows:
+            if row.name in answers.unregistered:
+                backend = answers.unregistered[row.name]
+                why = f"backend {backend!r} is not installed or registered here"
+                row = replace(row, status=UNKNOWN, error=why)
+            elif row.name in answers.states:
+                label = answers.backends[row.name].label
+                row = _with_job_state(row, answers.states[row.name], label)
+            out.append(row)
+        rows = out
     return rows
 
 
-def _slurm_states(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, str]:
-    from xhelpers.backends.slurm.queue import job_states
-    from xhelpers.errors import BackendError
-
-    try:
-        by_job = job_states(job_id for job_id, _ in jobs.values())
-    except BackendError:
-        return {}
-    return {name: by_job[job_id] for name, (job_id, _) in jobs.items() if job_id in by_job}
-
-
-def _with_slurm_state(row: StatusRow, state: str | None) -> StatusRow:
+def _with_job_state(row: StatusRow, job: JobStatus, label: str) -> StatusRow:
     """A ``submitted`` row, or an ``interrupted`` one whose metafile says ``running``,
-    as SLURM sees its job now (see :func:`~xhelpers.slurm_queue.job_states`)."""
-    from dataclasses import replace
-
-    from xhelpers.backends.slurm.queue import is_final
-
-    if state is None:
+    as the backend sees its job now (SLURM: a requeued job is pending again)."""
+    if job.state is JobState.UNKNOWN:
         return row
-    if state in ("RUNNING", "COMPLETING"):
+    if job.state is JobState.RUNNING:
         return replace(row, status=results.RUNNING)
-    if not is_final(state):  # PENDING (also after a requeue), REQUEUED, SUSPENDED, ...
+    if not job.final:  # pending (also after a requeue), held, suspended, ...
         return replace(row, status=results.SUBMITTED)
     if row.status != results.SUBMITTED:  # its runner or node died, and the job is gone
         return row
-    status = results.INTERRUPTED if state == "CANCELLED" else results.FAILED
-    return replace(row, status=status, error=f"SLURM job ended {state}")
+    status = results.INTERRUPTED if job.state is JobState.CANCELLED else results.FAILED
+    return replace(row, status=status, error=f"{label} job ended {job.word}")
 
 
 def _parameters(fn: Any) -> dict[str, Any]:

@@ -4,16 +4,19 @@ The backend groups tasks by their resources, submits each group as job arrays (s
 to respect the cluster's ``MaxArraySize``; one ``sbatch`` per array) and reports what
 became of each task. On the node, :class:`SlurmTask` calls the core's
 :func:`xhelpers.execution.execute`, exactly as the local backend does: same lock,
-folder, logging and metafile, which also holds ``slurm_job_id``, ``node``,
-``attempts`` and the paths of the task's submitit stdout/stderr files.
+folder, logging and metafile, which also holds ``ref`` and ``slurm_job_id`` (the job
+id), ``node``, ``attempts`` and the paths of the task's submitit stdout/stderr files.
 
-The ``submitted`` marker: :meth:`SlurmBackend.start` takes the lock of every task
-before it submits, writes each task's ``submitted`` metafile with its job id (through
-the core's :func:`~xhelpers.records.record_submitted`) and only then releases the
-locks. A task that starts meanwhile waits for its lock (bounded), so its own status is
-never overwritten, and the submitter holds no lock while tasks run. An ``sbatch``
+The ``submitted`` marker (``marks_submitted``): the runner takes the lock of every task,
+calls :meth:`SlurmBackend.submit`, writes each task's ``submitted`` metafile with the
+job id it got back and only then releases the locks. A task that starts meanwhile
+waits for its lock (bounded), so its own status is never overwritten. An ``sbatch``
 failure cancels whatever this call already submitted and raises
 :class:`~xhelpers.errors.BackendError` with SLURM's message; no marker is written.
+
+submitit is imported when a backend is made or a task runs, not with this module:
+a listing that asks the class about jobs (:meth:`SlurmBackend.states`) does not pay
+for it.
 
 Requeue: :class:`SlurmTask` is submitit-checkpointable. On timeout or preemption
 (``USR2``) submitit calls :meth:`SlurmTask.checkpoint`, requeues the job and ends it
@@ -37,16 +40,13 @@ import json
 import logging
 import os
 import pickle
-import resource
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import submitit
-from submitit.core import utils as submitit_utils
-
-from xhelpers.backends.base import Backend, Finished, Lost, Report
+from xhelpers.backends.base import Backend, Finished, JobStatus, Lost, Report, Submitted
 from xhelpers.backends.slurm import source_pickle
 from xhelpers.backends.slurm.queue import (
     ACTIVE_STATES,
@@ -56,16 +56,21 @@ from xhelpers.backends.slurm.queue import (
     cancel_jobs,
     is_final,
     job_states,
+    normalize,
     parse_sacct,
     query_states,
     read_max_array_size,
+    slurm_cancel,
+    slurm_states,
 )
 from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters
 from xhelpers.config import RESOURCE_KEYS, BaseConfig
-from xhelpers.core import execution, records, results
+from xhelpers.core import execution
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
-from xhelpers.core.summary import BUSY, SKIPPED
 from xhelpers.errors import BackendError
+
+if TYPE_CHECKING:
+    import submitit
 
 __all__ = [
     "ACTIVE_STATES",
@@ -88,7 +93,24 @@ SLURM_FOLDER = ".slurm"  # submitit's files: <output_directory>/<group>/.slurm/
 
 
 _RESULT_CHECK_S = 1.0  # result files are looked for this often (a listdir, no SLURM call)
-_FD_RESERVE = 256  # descriptors left free while every selected experiment's lock is held
+
+
+def _submitit() -> ModuleType:
+    """submitit, imported on first use; BackendError (usage) when it is not installed."""
+    try:
+        import submitit
+        import submitit.core.utils
+    except ModuleNotFoundError as exc:
+        raise BackendError(
+            f"the slurm backend needs {exc.name}, which is not installed "
+            f"(xhelpers depends on it): pip install {exc.name}",
+            usage=True,
+        ) from None
+    return submitit
+
+
+def _utils() -> Any:
+    return _submitit().core.utils
 
 
 class RequeueLimitReached(BackendError):
@@ -117,12 +139,13 @@ class SlurmTask:
     def __call__(self) -> TaskResult:
         if self.result is not None:  # finished just before a signal requeued the job
             return self.result
-        env = submitit.JobEnvironment()
+        env = _submitit().JobEnvironment()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # requeued by SLURM itself
         self.attempt = max(self.attempt, restarts + 1)
         paths = env.paths
         node = os.environ.get("SLURMD_NODENAME") or env.hostname
         members = {
+            "ref": env.job_id,  # the seam's reference; slurm_job_id for older readers
             "slurm_job_id": env.job_id,
             "node": node,
             "attempts": self.attempt,
@@ -148,7 +171,10 @@ class SlurmTask:
         following = copy.copy(self)
         following.attempt = self.attempt + 1
         execution.expect_requeue()  # submitit's sys.exit that follows is a requeue
-        return submitit.helpers.DelayedSubmission(following)
+        delayed: submitit.helpers.DelayedSubmission = _submitit().helpers.DelayedSubmission(
+            following
+        )
+        return delayed
 
     def __repr__(self) -> str:
         return f"SlurmTask({self.task.name!r}, attempt={self.attempt})"
@@ -177,8 +203,13 @@ class SlurmBackend(Backend):
     """
 
     name = "slurm"
+    label = "SLURM"
+    can_detach = True
+    can_requeue = True
+    marks_submitted = True
 
     def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
+        _submitit()  # a missing submitit is one line before anything is locked
         super().__init__(ctx, jobs=jobs)
         self.folder = slurm_folder(ctx.config, ctx.group)
         self.poll_interval_s = float(ctx.config.slurm_poll_interval_s)
@@ -189,7 +220,6 @@ class SlurmBackend(Backend):
         self._cluster_max: int | None = None
         self._executors: dict[str, Any] = {}
         self._pending: dict[str, Task] = {}  # job id -> task, not reported yet
-        self._reports: list[Report] = []  # known before any job ran (busy, done)
         self._ended: dict[str, str] = {}  # job id -> terminal state seen without a result
         self._next_query = 0.0
         self._stopping = False
@@ -214,37 +244,31 @@ class SlurmBackend(Backend):
     def _resources(self, task: Task) -> dict[str, Any]:
         return resources_for(task.config or self.ctx.config, getattr(task, "resources", None))
 
-    def start(self, tasks: Sequence[Task]) -> None:
-        """Lock, submit as arrays, mark ``submitted``, unlock; BackendError if sbatch fails."""
+    def submit(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
+        """Submit as arrays; {name: job id and log files}. The caller holds the tasks'
+        locks (``marks_submitted``). BackendError if sbatch fails, after withdrawing
+        whatever this call submitted."""
         if not tasks:
-            return
+            return {}
         groups: dict[str, tuple[dict[str, Any], list[Task]]] = {}
-        for task in tasks:  # resources first: a bad setting fails before anything is locked
+        for task in tasks:  # resources first: a bad setting fails before any sbatch
             res = self._resources(task)
             key = json.dumps(res, sort_keys=True, default=str)
             groups.setdefault(key, (res, []))[1].append(task)
         limit = self.max_array_size
-        _ensure_descriptors(len(tasks))
-        locks: list[results.ExperimentLock] = []
+        batches = [
+            (res, group_tasks[i : i + limit])
+            for res, group_tasks in groups.values()
+            for i in range(0, len(group_tasks), limit)
+        ]
         submitted: list[tuple[Task, str]] = []
-        batches: list[tuple[dict[str, Any], list[Task]]] = []
         try:
-            claimed = {id(t) for t in self._claim(tasks, locks)}
-            for res, group_tasks in groups.values():
-                mine = [t for t in group_tasks if id(t) in claimed]
-                batches.extend((res, mine[i : i + limit]) for i in range(0, len(mine), limit))
-            try:
-                for res, batch in batches:
-                    submitted.extend(self._submit(res, batch))
-                for task, job_id in submitted:
-                    records.record_submitted(task, self.ctx, job_id, self._log_members(job_id))
-            except BaseException:
-                if submitted:  # nothing may stay submitted: none of them is marked
-                    self._withdraw({_base_id(j) for _, j in submitted})
-                raise
-        finally:
-            for lock in locks:
-                lock.release()
+            for res, batch in batches:
+                submitted.extend(self._submit(res, batch))
+        except BaseException:
+            if submitted:  # nothing may stay submitted: none of them is marked
+                self.withdraw([j for _, j in submitted])
+            raise
         for task, job_id in submitted:
             self.job_ids[task.name] = job_id
             self._pending[job_id] = task
@@ -254,37 +278,16 @@ class SlurmBackend(Backend):
             len(batches),
             " ".join(self.arrays),
         )
-
-    def _claim(self, tasks: Sequence[Task], locks: list[results.ExperimentLock]) -> list[Task]:
-        """Take each task's lock; busy or finished ones are reported at once, not submitted."""
-        claimed = []
-        root = self.ctx.root or results.real_root(self.ctx.config.output_directory)
-        for task in tasks:
-            lock = results.ExperimentLock(task.folder)
-            try:
-                existed = results.prepare_folder(task.folder, root)
-                taken = lock.acquire()
-            except OSError as exc:  # a file or a link out of the tree in its place
-                logger.error("[%s] not submitted: %s", task.name, exc)
-                failed = TaskResult(task.name, results.FAILED, error=str(exc))
-                self._reports.append(Finished(task, failed))
-                continue
-            if not taken:
-                self._reports.append(Finished(task, TaskResult(task.name, BUSY)))
-                continue
-            locks.append(lock)
-            if existed and not task.force and results.read_status(task.folder) == results.DONE:
-                self._reports.append(Finished(task, TaskResult(task.name, SKIPPED)))
-                continue
-            claimed.append(task)
-        return claimed
+        return {
+            task.name: Submitted(job_id, self._log_members(job_id)) for task, job_id in submitted
+        }
 
     def _executor(self, res: Mapping[str, Any]) -> Any:
         key = json.dumps(res, sort_keys=True, default=str)
         executor = self._executors.get(key)
         if executor is None:
             try:
-                executor = submitit.SlurmExecutor(
+                executor = _submitit().SlurmExecutor(
                     folder=self.folder, max_num_timeout=int(res["max_requeues"])
                 )
                 executor.update_parameters(**sbatch_parameters(res, self.ctx.group))
@@ -303,7 +306,7 @@ class SlurmBackend(Backend):
             # submitit prints sbatch's stderr itself; the error we raise carries it.
             with contextlib.redirect_stderr(io.StringIO()):
                 jobs = executor.submit_array(calls)
-        except submitit_utils.FailedJobError as exc:
+        except _utils().FailedJobError as exc:
             self._remove_leftovers(before)
             raise BackendError(f"sbatch: {_one_line(str(exc))}") from None
         except Exception as exc:
@@ -324,8 +327,13 @@ class SlurmBackend(Backend):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def _withdraw(self, bases: set[str]) -> None:
-        """Cancel jobs this call submitted (their tasks wait for our locks) and drop their files."""
+    def withdraw(self, refs: Sequence[str]) -> None:
+        """Cancel jobs just submitted (their tasks wait for the submitter's locks) and
+        drop their files; they are forgotten."""
+        bases = {_base_id(ref) for ref in refs}
+        for job_id in [j for j in self._pending if _base_id(j) in bases]:
+            task = self._pending.pop(job_id)
+            self.job_ids.pop(task.name, None)
         try:
             cancel_jobs(bases)
         except BackendError as exc:
@@ -342,21 +350,16 @@ class SlurmBackend(Backend):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def _log_members(self, job_id: str) -> str:
-        paths = submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0)
-        return (
-            f'"slurm_stdout": {json.dumps(str(paths.stdout))}, '
-            f'"slurm_stderr": {json.dumps(str(paths.stderr))}'
-        )
+    def _log_members(self, job_id: str) -> dict[str, str]:
+        paths = _utils().JobPaths(self.folder, job_id=job_id, task_id=0)
+        return {
+            "slurm_job_id": job_id,  # what metafiles held before the seam's "ref"
+            "slurm_stdout": str(paths.stdout),
+            "slurm_stderr": str(paths.stderr),
+        }
 
     # -- waiting ------------------------------------------------------------------------
-    def early_reports(self) -> Iterator[Report]:
-        """What start() settled without SLURM (running elsewhere, done meanwhile)."""
-        while self._reports:
-            yield self._reports.pop(0)
-
     def reports(self) -> Iterator[Report]:
-        yield from self.early_reports()
         while self._pending:
             yield from self._collect_results()
             if self._stopping or not self._pending:
@@ -373,7 +376,8 @@ class SlurmBackend(Backend):
             time.sleep(max(0.01, wait))
 
     def _result_path(self, job_id: str) -> Path:
-        return submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0).result_pickle
+        path: Path = _utils().JobPaths(self.folder, job_id=job_id, task_id=0).result_pickle
+        return path
 
     def _collect_results(self) -> Iterator[Report]:
         try:
@@ -392,21 +396,21 @@ class SlurmBackend(Backend):
         self._ended.pop(job_id, None)
         if state is not None:
             logger.warning("[%s] SLURM job %s ended %s without a result", task.name, job_id, state)
-            return Lost(task, None, None, state)
+            return Lost(task, None, None, state, state=normalize(state))
         try:
-            outcome, value = submitit_utils.pickle_load(self._result_path(job_id))
+            outcome, value = _utils().pickle_load(self._result_path(job_id))
         except Exception as exc:
             logger.error("[%s] unreadable result of SLURM job %s: %s", task.name, job_id, exc)
-            return Lost(task, None, None, "FAILED")
+            return Lost(task, None, None, "FAILED", state=normalize("FAILED"))
         if outcome == "success" and isinstance(value, TaskResult):
             # The metafile holds the outcome; the pickles (task in, result out) have served.
-            paths = submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0)
+            paths = _utils().JobPaths(self.folder, job_id=job_id, task_id=0)
             for path in (paths.submitted_pickle, paths.result_pickle):
                 with contextlib.suppress(OSError):
                     path.unlink()
             return Finished(task, value)
         tail = str(value).strip().splitlines()[-1:] or ["?"]
-        paths = submitit_utils.JobPaths(self.folder, job_id=job_id, task_id=0)
+        paths = _utils().JobPaths(self.folder, job_id=job_id, task_id=0)
         logger.error(
             "[%s] SLURM job %s failed outside the experiment: %s (see %s)",
             task.name,
@@ -414,7 +418,7 @@ class SlurmBackend(Backend):
             tail[0],
             paths.stderr,
         )
-        return Lost(task, None, None, "FAILED")
+        return Lost(task, None, None, "FAILED", state=normalize("FAILED"))
 
     def _collect_lost(self) -> Iterator[Report]:
         """One sacct call for all pending jobs; a job that ended for good without a result
@@ -448,24 +452,24 @@ class SlurmBackend(Backend):
         """Stop waiting; the jobs keep running (cancel them with :meth:`cancel`)."""
         self._stopping = True
 
-    def cancel(self, job_ids: Iterable[str] | None = None) -> None:
-        """``scancel`` the given jobs, by default every job of this backend not reported yet."""
-        cancel_jobs(self._pending if job_ids is None else job_ids)
-
     def close(self) -> None:
         """Nothing to stop: submitted jobs run on without this process."""
 
+    # -- the seam's questions, from any process --------------------------------------------
+    @classmethod
+    def states(cls, refs: Iterable[str]) -> dict[str, JobStatus]:
+        """One sacct call (squeue for ends in question, or when accounting is down)."""
+        return slurm_states(refs)
 
-def _ensure_descriptors(n: int) -> None:
-    """Make room for ``n`` lock descriptors held at once, or raise BackendError."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = n + _FD_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        if target < needed:
-            raise BackendError(
-                f"submitting {n} experiments at once needs {needed} open files, but the limit "
-                f"is {hard}; select fewer experiments per run"
-            )
+    @classmethod
+    def cancel(cls, refs: Iterable[str]) -> dict[str, bool]:
+        """One squeue call to tell live jobs from ended ones, one scancel for the live."""
+        return slurm_cancel(refs)
+
+    @classmethod
+    def handles(cls, refs: Iterable[str]) -> list[str]:
+        return list(dict.fromkeys(_base_id(ref) for ref in refs))
+
+    @classmethod
+    def follow_hint(cls, handles: Sequence[str]) -> str | None:
+        return f"squeue -j {','.join(handles)}" if handles else None

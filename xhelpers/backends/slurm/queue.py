@@ -1,9 +1,9 @@
 """SLURM's own command-line tools, for what the core asks of the queue.
 
-``sacct`` (job states, one call for many jobs), ``squeue`` (only to tell a job SLURM
-requeued from one that ended), ``scancel`` and ``scontrol``. Kept apart
-from the SLURM backend so that a run or a listing that only has to ask about jobs
-(``-l``, skipping queued experiments, ``--cancel``) does not import submitit.
+``sacct`` (job states, one call for many jobs), ``squeue`` (to tell a job SLURM
+requeued from one that ended, and when accounting is down), ``scancel`` and
+``scontrol``; and SLURM's states in the seam's vocabulary (:func:`normalize`). Reads
+and writes no metafile: the core asks through ``SlurmBackend.states``/``cancel``.
 """
 
 from __future__ import annotations
@@ -11,28 +11,25 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable, Iterator
 
-from xhelpers.core import results
+from xhelpers.backends.base import UNKNOWN_STATUS, JobState, JobStatus
 from xhelpers.errors import BackendError
 
 __all__ = [
     "ACTIVE_STATES",
     "TERMINAL_STATES",
-    "cancel_experiments",
     "cancel_jobs",
     "is_final",
     "job_states",
-    "jobs_of",
+    "normalize",
     "parse_sacct",
     "parse_squeue",
     "query_states",
     "queue_states",
     "read_max_array_size",
-    "still_queued",
+    "slurm_cancel",
+    "slurm_states",
 ]
 
 logger = logging.getLogger(__name__)
@@ -159,6 +156,12 @@ def queue_states(job_ids: Iterable[str]) -> dict[str, str]:
     """States ``squeue`` holds for the given jobs (ONE call); jobs it does not hold are
     missing from the answer. BackendError when the controller cannot be asked."""
     job_ids = list(job_ids)
+    by_job = _queue_records(job_ids)
+    return {job_id: by_job[job_id] for job_id in job_ids if job_id in by_job}
+
+
+def _queue_records(job_ids: Iterable[str]) -> dict[str, str]:
+    """Every job and array task squeue holds of the given jobs' arrays (ONE call)."""
     bases = sorted({_base_id(j) for j in job_ids}, key=lambda b: (len(b), b))
     if not bases:
         return {}
@@ -171,8 +174,7 @@ def queue_states(job_ids: Iterable[str]) -> dict[str, str]:
         if "Invalid job id specified" in proc.stderr:
             return {}
         raise BackendError(f"squeue: {_one_line(proc.stderr) or 'failed'}")
-    by_job = parse_squeue(proc.stdout)
-    return {job_id: by_job[job_id] for job_id in job_ids if job_id in by_job}
+    return parse_squeue(proc.stdout)
 
 
 def job_states(job_ids: Iterable[str]) -> dict[str, str]:
@@ -227,77 +229,89 @@ def _expand(job: str) -> Iterator[str]:
                 yield f"{base}_{index}"
 
 
-# -- what the core asks: the jobs behind experiments' metafiles ----------------------------
-_GRACE_S = 120  # sacct may not know a just-submitted job yet
+# -- SLURM's states in the seam's vocabulary (the one place they are mapped) ---------------
+_NORMALIZED = {
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING,  # its processes end; the epilog runs
+    "CONFIGURING": JobState.RUNNING,  # nodes booting for it
+    "STAGE_OUT": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "CANCELLED": JobState.CANCELLED,
+    "REVOKED": JobState.CANCELLED,  # a federated sibling ran it
+    "TIMEOUT": JobState.TIMEOUT,
+    "DEADLINE": JobState.TIMEOUT,
+    "FAILED": JobState.FAILED,
+    "NODE_FAIL": JobState.FAILED,
+    "BOOT_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED,
+    "PREEMPTED": JobState.FAILED,  # ended for good: a requeued one is PENDING in squeue
+}
 
 
-def jobs_of(folders: Mapping[str, str]) -> dict[str, tuple[str, Mapping[str, Any]]]:
-    """{name: (job id, metafile)} for the given experiment folders whose metafile is
-    ``submitted`` or ``running`` under a SLURM job."""
-    found: dict[str, tuple[str, Mapping[str, Any]]] = {}
-    for name, folder in folders.items():
-        meta = results.read_metafile(folder)
-        if meta and meta.get("status") in (results.SUBMITTED, results.RUNNING):
-            job_id = meta.get("slurm_job_id")
-            if isinstance(job_id, str) and job_id:
-                found[name] = (job_id, meta)
-    return found
+def normalize(raw: str) -> JobStatus:
+    """A state from sacct or squeue as the seam's :class:`JobStatus` (raw word kept).
 
-
-def still_queued(jobs: Mapping[str, tuple[str, Mapping[str, Any]]]) -> dict[str, str | None]:
-    """{name: SLURM state} of the experiments whose job may still run (see :func:`job_states`).
-
-    A job SLURM requeued counts as queued, and so does one sacct does not know yet, for
-    a while after its submission; when SLURM cannot be asked, every job counts as
-    queued, so nothing is run twice.
+    Any state that is not an end may still run: PENDING, REQUEUED, SUSPENDED,
+    REQUEUE_HOLD, ... are all pending.
     """
-    if not jobs:
-        return {}
-    try:
-        states = job_states(job_id for job_id, _ in jobs.values())
-    except BackendError as exc:
-        logger.warning(
-            "cannot ask SLURM about %d queued experiments (%s); leaving them alone", len(jobs), exc
-        )
-        return dict.fromkeys(jobs)
-    now = time.time()
-    queued: dict[str, str | None] = {}
-    for name, (job_id, meta) in jobs.items():
-        state = states.get(job_id)
-        # any state but an end, not just ACTIVE_STATES: SUSPENDED, REQUEUE_HOLD, ... run again
-        if _recent(meta.get("submitted"), now) if state is None else not is_final(state):
-            queued[name] = state
-    return queued
+    state = _NORMALIZED.get(raw)
+    if state is None:
+        state = JobState.FAILED if raw in TERMINAL_STATES else JobState.PENDING
+    return JobStatus(state, raw)
 
 
-def _recent(stamp: Any, now: float) -> bool:
-    if not isinstance(stamp, str):
-        return False
-    try:
-        return now - datetime.fromisoformat(stamp).timestamp() < _GRACE_S
-    except ValueError:
-        return False
+_REF = re.compile(r"\d+(_\d+)?")
 
 
-def cancel_experiments(folders: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """Cancel the SLURM jobs of these experiments and mark them ``interrupted``.
+def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
+    """{ref: status} for job ids ``123`` / ``123_4``: ONE ``sacct`` call, and ONE
+    ``squeue`` call for the jobs sacct shows ended (requeued?) or does not know (yet).
 
-    Returns the job ids cancelled and the names marked. A running job's experiment is
-    marked once its process has let go of the lock (SLURM kills it after KillWait).
+    When accounting is down, squeue alone answers (a job it does not hold is unknown).
+    Garbage refs and jobs neither knows are unknown. BackendError when SLURM cannot be
+    asked about jobs whose end is in question: then nothing is known.
     """
-    from xhelpers.core.records import record_ended
+    asked = list(dict.fromkeys(refs))
+    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(ref)]
+    found: dict[str, str] = {}
+    if valid:
+        try:
+            found = query_states(valid)
+        except BackendError as exc:
+            logger.info("%s; asking squeue only", exc)
+            found = queue_states(valid)
+        else:
+            ended = [ref for ref in valid if found.get(ref) in TERMINAL_STATES]
+            missing = [ref for ref in valid if ref not in found]
+            if ended or missing:
+                try:
+                    queued = queue_states(ended + missing)
+                except BackendError:
+                    if ended:  # whether they end is not known
+                        raise
+                    queued = {}
+                for ref, state in queued.items():
+                    if ref not in found or state not in TERMINAL_STATES:
+                        found[ref] = state
+    return {ref: normalize(found[ref]) if ref in found else UNKNOWN_STATUS for ref in asked}
 
-    jobs = jobs_of(folders)
-    if not jobs:
-        return [], []
-    cancel_jobs(job_id for job_id, _ in jobs.values())
-    marked = []
-    for name, (job_id, _) in jobs.items():
-        error = {
-            "type": "Cancelled",
-            "message": f"SLURM job {job_id} cancelled",
-            "state": "CANCELLED",
-        }
-        if record_ended(folders[name], results.INTERRUPTED, error, job_id=job_id, wait_s=60):
-            marked.append(name)
-    return sorted({job_id for job_id, _ in jobs.values()}), marked
+
+def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
+    """``scancel`` those of the given jobs that may still run, in ONE call (a bare array
+    id cancels the whole array); ONE ``squeue`` call first tells which these are.
+
+    {ref: True if cancelled, False if it had ended (or SLURM never knew it)}.
+    """
+    asked = list(dict.fromkeys(refs))
+    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(ref)]
+    live: list[str] = []
+    if valid:
+        held = _queue_records(valid)
+        for ref in valid:
+            states = [held[ref]] if ref in held else []
+            if "_" not in ref:  # an array by its base id: any of its tasks
+                states += [s for job, s in held.items() if job.startswith(ref + "_")]
+            if any(state not in TERMINAL_STATES for state in states):
+                live.append(ref)
+    cancel_jobs(live)
+    return {ref: ref in live for ref in asked}
