@@ -176,7 +176,6 @@ def test_real_run_py_subprocess(tmp_path: Path) -> None:
         (["main", "-l", "--results"], "-l and --results cannot be combined"),
         (["main", "-l", "--force"], "--force runs experiments; -l runs none"),
         (["main", "--format", "csv"], "--format applies to -l and --results only"),
-        (["main", "--no-wait", "--local"], "--no-wait submits to SLURM"),
         (["main", "--pdb", "-j2"], "--pdb needs -j1"),
     ],
 )

@@ -600,10 +600,11 @@ class NodeLike(Backend):
     def reports(self) -> Iterator[Finished]:
         for task in self._tasks:
             ctx: RunContext = pickle.loads(pickle.dumps(self.ctx))  # as shipped to the node
-            NodeLike.shipped.append(ctx.slack_thread)
+            assert isinstance(ctx.watcher, notify.NodeThread)
+            NodeLike.shipped.append(ctx.watcher.thread)
             result = execute(task, ctx)
             notify.post_outcome(
-                ctx.slack_thread,
+                ctx.watcher.thread,
                 task.name,
                 result.status,
                 task.folder,

@@ -315,7 +315,7 @@ def test_node_failure_requeues_and_nothing_fails_or_runs_twice(
             ), listing.stdout
             assert {name: r["where"] for name, r in rows.items()} == jobs
 
-            retry = run_py(tmp_path, "rq", "--retry-failed", "--no-wait", env=env)
+            retry = run_py(tmp_path, "rq", "--retry-failed", "--slurm", "--no-wait", env=env)
             assert retry.returncode == 0, (retry.stdout, retry.stderr)
             assert "submitted to SLURM" not in retry.stdout, retry.stdout
             assert len(list(slurm_dir.glob("*_submission.sh"))) == 1  # no second array

@@ -105,7 +105,7 @@ def test_mixed_group_waits_and_records(project: Path) -> None:
 
 
 def test_no_wait_then_list_then_skip_then_cancel(project: Path) -> None:
-    submitted = cli(project, "g", "gate", "ok/*", "--no-wait")
+    submitted = cli(project, "g", "gate", "ok/*", "--slurm", "--no-wait")
     assert submitted.returncode == 0, submitted.stderr
     assert "submitted to SLURM: job" in submitted.stdout
     assert "--cancel" in submitted.stdout and " -l" in submitted.stdout
@@ -141,7 +141,7 @@ def test_pending_job_is_skipped_as_queued(project: Path, slurm_cluster: SlurmClu
         "    slurm_poll_interval_s = 0.5\n"
         "    slurm_additional_parameters = {'begin': 'now+600'}\n"  # stays PENDING
     )
-    first = cli(project, "g", "ok/a", "--no-wait")
+    first = cli(project, "g", "ok/a", "--slurm", "--no-wait")
     assert first.returncode == 0, first.stderr
     job = meta(project / "results/g/ok/a")["slurm_job_id"]
     wait_until(lambda: job_state(job) == "PENDING", timeout=60, what="pending in sacct")
@@ -294,7 +294,7 @@ def test_slack_no_wait_tasks_post_their_outcomes(
     with fake_slack() as slack:
         _slack_project(tmp_path, slurm_cluster, slack.base_url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("XHELPERS_SLACK_")}
-        proc = run_py(tmp_path, "s", "--no-wait", env=dict(env, PYTHONPATH=str(TESTS)))
+        proc = run_py(tmp_path, "s", "--slurm", "--no-wait", env=dict(env, PYTHONPATH=str(TESTS)))
         assert proc.returncode == 0, proc.stderr
         top = slack.wait_requests(1)[0]
 

@@ -161,7 +161,7 @@ def _options() -> list[click.Parameter]:
         click.Option(
             ["--no-wait"],
             is_flag=True,
-            help="Submit, print the job ids, exit (implies --slurm).",
+            help="Submit (SLURM jobs, or one detached local run), print how to follow, exit.",
         ),
         click.Option(
             ["--cancel"],

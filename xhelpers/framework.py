@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Literal
 
 from xhelpers.config import BaseConfig, check_resources
 from xhelpers.core.results import PATH_MAX
@@ -15,9 +17,10 @@ from xhelpers.errors import ExperimentDefinitionError, PatternError
 if TYPE_CHECKING:
     from xhelpers.core.jobs import CancelOutcome
     from xhelpers.core.summary import RunSummary
+    from xhelpers.notify import SlackRun
     from xhelpers.views.status import StatusRow
 
-__all__ = ["ParametrizedExperiments", "get_group", "groups", "unregister"]
+__all__ = ["ParametrizedExperiments", "get_group", "groups", "run", "unregister"]
 
 _REGISTRY: dict[str, ParametrizedExperiments] = {}
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
@@ -213,8 +216,6 @@ class ParametrizedExperiments:
 
     def __call__(self, *patterns: str, **options: Any) -> RunSummary:
         """Run the selected experiments; options as on the CLI (jobs, force, config, ...)."""
-        from xhelpers.core.runner import run
-
         return run(self, patterns, **options)
 
     def status(self, *patterns: str, **options: Any) -> list[StatusRow]:
@@ -258,3 +259,84 @@ def get_group(name: str) -> ParametrizedExperiments:
 def unregister(name: str) -> None:
     """Forget a group (for notebooks and tests that redefine one)."""
     _REGISTRY.pop(name, None)
+
+
+# -- one run, as group(...) and the CLI start it ---------------------------------------
+def run(
+    group: ParametrizedExperiments,
+    patterns: Sequence[str] = (),
+    *,
+    jobs: int | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    rerun_stale: bool = False,
+    retry_failed: bool = False,
+    config: BaseConfig | Mapping[str, Any] | None = None,
+    config_file: str | Literal[False] | None = None,
+    loglevel: str | None = None,
+    backend: str | None = None,
+    post_mortem: bool = False,
+    progress: bool | None = None,
+    quiet: bool = False,
+    console: bool | None = None,
+    slack: bool = True,
+    slurm: bool | None = None,
+    wait: bool = True,
+) -> RunSummary:
+    """Run the experiments of ``group`` matching ``patterns``; see the CLI for options.
+
+    Never calls ``sys.exit``: the returned summary has the ``exit_code``. Log records
+    reach the console when ``console`` is True, or when None and logging is not
+    configured yet. ``slurm`` overrides ``config.slurm``; ``wait=False`` submits (SLURM
+    jobs, or one detached local process) and returns with the experiments counted as queued.
+
+    This is where the core's run meets what watches it: the console, the progress
+    line (a view) and the run's Slack thread (notify), each loaded only when used.
+    """
+    from xhelpers.config import resolve_config
+    from xhelpers.core import runner
+    from xhelpers.core.logs import console_logging
+    from xhelpers.views.progress import Progress
+
+    names = group.select(*patterns)
+    resolved = resolve_config(
+        group.configcls,
+        config_file=config_file,
+        config=config,
+        overrides={
+            "jobs": jobs,
+            "workers": workers,
+            "loglevel": loglevel,
+            "slurm": slurm,
+        },
+    )
+    options = runner.RunOptions(
+        force,
+        rerun_stale,
+        retry_failed,
+        backend,
+        post_mortem,
+        progress if not quiet else False,
+        wait,
+        tuple(patterns),
+    )
+    with console_logging(resolved.loglevel, force=bool(console)):
+        notifier = _slack(resolved) if slack else None  # slack=False: nothing to Slack
+        with notifier or nullcontext():
+            summary = runner.run_selected(
+                group, names, resolved, options, notifier, make_progress=Progress
+            )
+            if notifier is not None:
+                notifier.finish(summary)
+    if not quiet:
+        print(summary, flush=True)
+    return summary
+
+
+def _slack(config: BaseConfig) -> SlackRun | None:
+    """The run's Slack thread when a token is set; notify and slack_sdk load only then."""
+    if not (config.slacktoken or os.environ.get("XHELPERS_SLACK_TOKEN")):
+        return None
+    from xhelpers.notify import open_run
+
+    return open_run(config)

@@ -122,9 +122,10 @@ class Backend(ABC):
     :meth:`interrupt` and iterates :meth:`reports` again to collect what is left;
     finally :meth:`close`. Tasks never started produce no report.
 
-    With ``marks_submitted``, the runner holds every task's lock around :meth:`submit`
-    and writes each ``submitted`` metafile before releasing it, so no task can start
-    before its reference is recorded (a task that starts waits for its lock).
+    With ``marks_submitted``, and for every :attr:`detached` submission, the runner holds
+    every task's lock around :meth:`submit` and writes each ``submitted`` metafile before
+    releasing it, so no task can start before its reference is recorded (a task that
+    starts waits for its lock: ``RunContext.job_id``).
     """
 
     name: ClassVar[str]
@@ -146,6 +147,13 @@ class Backend(ABC):
         # the runner can show progress during long experiments without a thread.
         self.ticker: Callable[[], None] | None = None
         self.tick_interval = 1.0
+
+    @property
+    def detached(self) -> bool:
+        """Whether this submission's jobs go on without this process: a backend that can
+        detach does so when the run does not wait (``ctx.submitter_waits`` False); one
+        that also marks its jobs submitted (SLURM) runs them apart even while it waits."""
+        return self.can_detach and (self.marks_submitted or not self.ctx.submitter_waits)
 
     @property
     def max_array_size(self) -> int | None:

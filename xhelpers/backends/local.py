@@ -5,6 +5,12 @@ the experiment it was running (a broken ``ProcessPoolExecutor`` loses every pend
 future), experiments must be allowed to start processes of their own (``multiprocessing.Pool``
 workers are daemonic and may not), and Ctrl-C must reach each experiment and every
 process it started. Each worker leads its own process group for that last reason.
+
+A run that does not wait (``--no-wait``) is detached: :meth:`LocalBackend.submit` starts
+one process in a session of its own (see :mod:`xhelpers.core.detached`) that runs the
+tasks with this same backend, waiting, and outlives the terminal; every task's ref is
+that process' (``host:pid:start:detached``), so any later process can ask about it and
+cancel it (SIGINT, as Ctrl-C). Its output goes to ``<group>/.local/<stamp>.log``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -37,16 +44,25 @@ from xhelpers.backends.base import (
     Submitted,
 )
 from xhelpers.core import execution
+from xhelpers.core.detached import command as detached_command
+from xhelpers.core.detached import write_payload
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
 from xhelpers.core.logs import ForwardHandler, emit_forwarded
 from xhelpers.core.results import INTERRUPTED
+from xhelpers.errors import BackendError
 
-__all__ = ["LocalBackend"]
+__all__ = ["DETACHED_SUFFIX", "LOCAL_FOLDER", "LocalBackend"]
 
 logger = logging.getLogger(__name__)
 
 INTERRUPT_GRACE_S = 10.0  # how long interrupted experiments get to record themselves
 _BIG_TASK = 32 * 1024  # bytes; a larger task is only sent to an idle worker (no pipe deadlock)
+LOCAL_FOLDER = ".local"  # detached runs' logs (and, until read, payloads): <group>/.local/
+DETACHED_SUFFIX = ":detached"  # ends the ref of a detached run: its tasks wait in it
+
+# Detached runs this process started, kept so each is reaped once it ends (a zombie would
+# otherwise stay until this process exits) and none warns that it still runs.
+_launched: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class _Worker:
@@ -61,12 +77,14 @@ class _Worker:
 
 
 class LocalBackend(Backend):
-    """``jobs=1``: in order, in this process (pdb works); ``jobs>1``: a pool of processes."""
+    """``jobs=1``: in order, in this process (pdb works); ``jobs>1``: a pool of processes;
+    not waiting: in a detached process that does one of those."""
 
     name = "local"
     label = "local"
-    # Its workers end with this process (the reaper sees to it): nothing to detach yet.
-    can_detach = False
+    # Waiting, its workers end with this process (the reaper sees to it); a run that
+    # does not wait is handed to a detached process (marked submitted, as SLURM's jobs).
+    can_detach = True
 
     def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
         super().__init__(ctx, jobs=jobs)
@@ -92,7 +110,9 @@ class LocalBackend(Backend):
 
     def submit(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
         """Queue the tasks; each one's ref is this process, which runs them or owns the
-        workers that do (they die with it)."""
+        workers that do (they die with it). Not waiting: see :meth:`_detach`."""
+        if self.detached:
+            return self._detach(tasks)
         self.start(tasks)
         ref = process_ref(os.getpid())
         if ref is None:  # no /proc: nothing that outlives us could ask anyway
@@ -100,15 +120,92 @@ class LocalBackend(Backend):
         handed = Submitted(ref)
         return {task.name: handed for task in tasks}
 
+    def _detach(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
+        """Start the process that runs ``tasks`` without us; its ref stands for each.
+
+        The runner holds every task's lock meanwhile and marks them ``submitted``; the
+        process waits for each lock (``RunContext.job_id``) before it runs the task.
+        """
+        if not tasks:
+            return {}
+        for gone, old in list(_launched.items()):  # reap the ones that ended
+            if old.poll() is not None:
+                del _launched[gone]
+        root = self.ctx.root or os.path.realpath(self.ctx.config.output_directory)
+        folder = os.path.join(root, self.ctx.group, LOCAL_FOLDER)
+        payload = log = ""
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, payload = tempfile.mkstemp(
+                prefix=time.strftime("%Y%m%d-%H%M%S-"), suffix=".pkl", dir=folder
+            )
+            os.close(fd)
+            log = payload.removesuffix(".pkl") + ".log"
+            members = {"local_log": log}
+            write_payload(payload, type(self), self.ctx, tasks, self.jobs, members)
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(
+                    detached_command(payload),
+                    stdin=subprocess.PIPE,  # its ref comes this way, then it reads nothing
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # no terminal: the shell's SIGHUP cannot reach it
+                    cwd=os.getcwd(),
+                )
+        except BaseException as exc:
+            for path in (payload, log):
+                if path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+            if isinstance(exc, OSError):
+                raise BackendError(f"cannot start a detached run: {exc}") from None
+            raise
+        started = process_ref(proc.pid)
+        ref = None if started is None else started + DETACHED_SUFFIX
+        try:
+            if ref is None:  # no /proc: nobody could follow or cancel it
+                raise BackendError("a detached local run needs /proc (Linux)")
+            assert proc.stdin is not None
+            proc.stdin.write(ref.encode() + b"\n")
+            proc.stdin.close()
+        except (BackendError, OSError) as exc:
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if isinstance(exc, BackendError):
+                raise
+            raise BackendError(f"the detached run ended at once; see {log}") from None
+        _launched[ref] = proc
+        logger.info("detached run %s of %d experiments; its log: %s", ref, len(tasks), log)
+        return {task.name: Submitted(ref, members) for task in tasks}
+
+    def withdraw(self, refs: Sequence[str]) -> None:
+        """A detached run just started, nothing of it recorded: killed, not interrupted
+        (an interrupted task would record itself ``interrupted``)."""
+        others = []
+        for ref in dict.fromkeys(refs):
+            proc = _launched.pop(ref, None)
+            if proc is None:
+                others.append(ref)
+                continue
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if others:
+            super().withdraw(others)
+
     # -- the seam's questions, from any process on this host --------------------------
     @classmethod
     def states(cls, refs: Iterable[str]) -> dict[str, JobStatus]:
-        """RUNNING while the process lives (same pid and start time); otherwise unknown:
-        a process that is gone left no word on how it ended (its metafiles have it)."""
+        """RUNNING while the process lives (same pid and start time), PENDING for a
+        detached run's (a task's own lock says when it runs); otherwise unknown: a
+        process that is gone left no word on how it ended (its metafiles have it)."""
         out: dict[str, JobStatus] = {}
         for ref in refs:
-            pid = _live_pid(ref)
-            out[ref] = JobStatus(JobState.RUNNING) if pid is not None else UNKNOWN_STATUS
+            if _live_pid(ref) is None:
+                out[ref] = UNKNOWN_STATUS
+            elif ref.endswith(DETACHED_SUFFIX):
+                out[ref] = JobStatus(JobState.PENDING)
+            else:
+                out[ref] = JobStatus(JobState.RUNNING)
         return out
 
     @classmethod
@@ -496,7 +593,7 @@ def _live_pid(ref: object) -> int | None:
     """The pid of the process ``ref`` names if it still runs on this host, else None."""
     if not isinstance(ref, str):
         return None
-    head, _, start = ref.rpartition(":")
+    head, _, start = ref.removesuffix(DETACHED_SUFFIX).rpartition(":")
     host, _, pid_text = head.rpartition(":")
     if host != os.uname().nodename or not (pid_text.isdigit() and start.isdigit()):
         return None

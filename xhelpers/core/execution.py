@@ -24,6 +24,7 @@ from xhelpers.core import results
 from xhelpers.core.fingerprints import qualname
 from xhelpers.core.logs import experiment_logging
 from xhelpers.core.summary import BUSY, SKIPPED
+from xhelpers.core.watchers import TaskWatcher
 from xhelpers.errors import ResultTreeError
 
 __all__ = [
@@ -74,10 +75,11 @@ class RunContext:
     # The output directory with its symlinks resolved (results.real_root); nothing of
     # the run is created, written or locked outside it. "" computes it where it runs.
     root: str = ""
-    # The run's Slack thread, {"channel", "thread_ts"} (never the token), for tasks that
-    # post into it themselves (SLURM; see xhelpers.notify.task_thread). None: no Slack.
-    slack_thread: dict[str, str] | None = None
-    # False with SLURM --no-wait: nobody collects outcomes, so each task posts its own.
+    # Wraps each task where it runs (the run's Slack thread on a SLURM node; see
+    # xhelpers.core.watchers.TaskWatcher). None: nothing watches the tasks themselves.
+    watcher: TaskWatcher | None = None
+    # False with --no-wait: nobody in this process collects outcomes (the backend may
+    # detach its tasks; watchers say outcomes where they run).
     submitter_waits: bool = True
 
 
@@ -174,19 +176,12 @@ def _error_members(exc: BaseException) -> tuple[str, str]:
 def execute(task: Task, ctx: RunContext) -> TaskResult:
     """Run one experiment in its folder and record it; KeyboardInterrupt is re-raised.
 
-    With ``ctx.slack_thread`` (a SLURM task of a run that posts to Slack) its warnings
-    go into the run's thread from here, and with nobody waiting for it (``--no-wait``)
-    its outcome too: the core reports, wherever it runs.
+    With ``ctx.watcher`` (a SLURM task of a run that posts to Slack) the watcher wraps
+    the run: the core reports, wherever it runs, without knowing who listens.
     """
-    if ctx.slack_thread is None:
+    if ctx.watcher is None:
         return _execute(task, ctx)
-    from xhelpers import notify  # only runs that post to Slack import it (and slack_sdk)
-
-    with notify.task_thread(ctx.slack_thread, ctx.config) as slack:
-        result = _execute(task, ctx)
-        if slack is not None and not ctx.submitter_waits:  # nobody else will say it
-            slack.outcome(task.name, result.status, task.folder, result.duration, result.error)
-    return result
+    return ctx.watcher(task, ctx, _execute)
 
 
 def _execute(task: Task, ctx: RunContext) -> TaskResult:

@@ -150,4 +150,6 @@ def cancel(folders: Mapping[str, str]) -> CancelOutcome:
             }
             if record_ended(folders[name], results.INTERRUPTED, error, job_id=ref, wait_s=60):
                 outcome.marked.append(name)
+            elif results.read_status(folders[name]) == results.INTERRUPTED:
+                outcome.marked.append(name)  # its own process recorded it so (local jobs do)
     return outcome

@@ -47,6 +47,7 @@ __all__ = [
     "read_own_metafile",
     "read_status",
     "real_root",
+    "standing",
     "write_metafile",
 ]
 
@@ -350,6 +351,21 @@ def read_metafile(folder: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def standing(meta: Mapping[str, Any] | None, folder: str) -> str | None:
+    """Where an experiment stands, by its metafile ``meta`` (None: it has none).
+
+    The metafile's status, except that ``running`` with a free lock is ``interrupted``:
+    its runner died. The one reading of a metafile that every view and the runner
+    share; each then words it its own way (``done``/``stale``, ``success``, ...).
+    """
+    if meta is None:
+        return None
+    status = str(meta.get("status"))
+    if status == RUNNING and not is_locked(folder):
+        return INTERRUPTED
+    return status
 
 
 def encode_metafile(status: str, body: str) -> str:

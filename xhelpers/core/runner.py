@@ -13,14 +13,13 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends import Backend, Finished, JobState, Report, get_backend
-from xhelpers.config import BaseConfig, resolve_config
+from xhelpers.config import BaseConfig
 from xhelpers.core import jobs, results
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.core.fingerprints import describe, fingerprint
-from xhelpers.core.logs import console_logging
 from xhelpers.core.provenance import run_members
 from xhelpers.core.records import lost_error, record_lost, submit_marked
 from xhelpers.core.summary import (
@@ -33,14 +32,13 @@ from xhelpers.core.summary import (
     ExperimentOutcome,
     RunSummary,
 )
+from xhelpers.core.watchers import MakeProgress, RunWatcher
 from xhelpers.errors import BackendError, ConfigError, ExperimentDefinitionError
-from xhelpers.views.progress import Progress
 
 if TYPE_CHECKING:
     from xhelpers.framework import ParametrizedExperiments
-    from xhelpers.notify import SlackRun
 
-__all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "run"]
+__all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "run_selected"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,83 +122,19 @@ def _metafiles(folders: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return {name: results.read_metafile(folder) or {} for name, folder in folders.items()}
 
 
-def run(
-    group: ParametrizedExperiments,
-    patterns: Sequence[str] = (),
-    *,
-    jobs: int | None = None,
-    workers: int | None = None,
-    force: bool = False,
-    rerun_stale: bool = False,
-    retry_failed: bool = False,
-    config: BaseConfig | Mapping[str, Any] | None = None,
-    config_file: str | Literal[False] | None = None,
-    loglevel: str | None = None,
-    backend: str | None = None,
-    post_mortem: bool = False,
-    progress: bool | None = None,
-    quiet: bool = False,
-    console: bool | None = None,
-    slack: bool = True,
-    slurm: bool | None = None,
-    wait: bool = True,
-) -> RunSummary:
-    """Run the experiments of ``group`` matching ``patterns``; see the CLI for options.
-
-    Never calls ``sys.exit``: the returned summary has the ``exit_code``. Log records
-    reach the console when ``console`` is True, or when None and logging is not
-    configured yet. ``slurm`` overrides ``config.slurm``; ``wait=False`` (implies SLURM)
-    submits and returns with the experiments counted as queued.
-    """
-    names = group.select(*patterns)
-    resolved = resolve_config(
-        group.configcls,
-        config_file=config_file,
-        config=config,
-        overrides={
-            "jobs": jobs,
-            "workers": workers,
-            "loglevel": loglevel,
-            "slurm": True if not wait else slurm,
-        },
-    )
-    options = RunOptions(
-        force,
-        rerun_stale,
-        retry_failed,
-        backend,
-        post_mortem,
-        progress if not quiet else False,
-        wait,
-        tuple(patterns),
-    )
-    with console_logging(resolved.loglevel, force=bool(console)):
-        notifier = _slack(resolved) if slack else None  # slack=False: nothing to Slack
-        with notifier or nullcontext():
-            summary = _run(group, names, resolved, options, notifier)
-            if notifier is not None:
-                notifier.finish(summary)
-    if not quiet:
-        print(summary, flush=True)
-    return summary
-
-
-def _slack(config: BaseConfig) -> SlackRun | None:
-    """The run's Slack thread when a token is set; notify and slack_sdk load only then."""
-    if not (config.slacktoken or os.environ.get("XHELPERS_SLACK_TOKEN")):
-        return None
-    from xhelpers.notify import open_run
-
-    return open_run(config)
-
-
-def _run(
+def run_selected(
     group: ParametrizedExperiments,
     names: list[str],
     config: BaseConfig,
     options: RunOptions,
-    notifier: SlackRun | None = None,
+    notifier: RunWatcher | None = None,
+    make_progress: MakeProgress | None = None,
 ) -> RunSummary:
+    """Run the selected ``names`` of ``group`` with the resolved ``config``.
+
+    ``notifier`` (the run's Slack thread) and ``make_progress`` (the live line, shown
+    when ``options.progress`` says so) are handed in: the core imports neither.
+    """
     start = time.perf_counter()
     base = results.group_prefix(config.output_directory, group.name)
     _check_path_lengths(group.name, names, base)
@@ -250,7 +184,7 @@ def _run(
                 f"{exc.strerror or exc}",
                 field="output_directory",
             ) from None
-        interrupted = _execute(group, to_run, config, options, done, notifier)
+        interrupted = _execute(group, to_run, config, options, done, notifier, make_progress)
     outcomes = [done[n] for n in names]
     return RunSummary(group.name, outcomes, time.perf_counter() - start, interrupted)
 
@@ -279,7 +213,8 @@ def _execute(
     config: BaseConfig,
     options: RunOptions,
     done: dict[str, ExperimentOutcome],
-    notifier: SlackRun | None = None,
+    notifier: RunWatcher | None = None,
+    make_progress: MakeProgress | None = None,
 ) -> bool:
     """Run ``to_run`` on the backend; fill ``done``; True if stopped by Ctrl-C."""
     backend_name = options.backend or ("slurm" if config.slurm else "local")
@@ -303,7 +238,7 @@ def _execute(
                 group.resources_of(name),
             )
         )
-    if backend_name != "local":  # tasks are pickled into the result tree: no secrets there
+    if backend_name != "local" or not options.wait:  # tasks are pickled: no secrets there
         config = _without_token(config)
         tasks = [
             t if t.config is None else replace(t, config=_without_token(t.config)) for t in tasks
@@ -315,29 +250,37 @@ def _execute(
         root=results.real_root(config.output_directory),
         capture_logger=config.logger,
         post_mortem=options.post_mortem,
-        # SLURM tasks post into the run's thread themselves: they need its id first.
-        slack_thread=notifier.thread() if notifier and backend_name != "local" else None,
+        # Tasks that run elsewhere post into the run's thread themselves (and their
+        # outcomes too when nobody waits for them).
+        watcher=(
+            notifier.task_watcher(not options.wait)
+            if notifier is not None and backend_name != "local"
+            else None
+        ),
         submitter_waits=options.wait,
     )
     backend = backend_cls(ctx, jobs=config.jobs)
     show = options.progress
     if show is None:
         show = sys.stderr.isatty()
-    progress = Progress(group.name, len(tasks), config.jobs, interval=config.progress_interval_s)
-    progress.running = backend.running
-    if show:
+    progress = None
+    if show and make_progress is not None:
+        progress = make_progress(
+            group.name, len(tasks), config.jobs, interval=config.progress_interval_s
+        )
+        progress.running = backend.running
         backend.ticker = progress.tick
         backend.tick_interval = min(backend.tick_interval, progress.interval)
     interrupted = False
     refs: dict[str, str] = {}  # task name -> its job's ref, as the backend handed it over
     try:
-        with progress if show else nullcontext():
-            if backend.marks_submitted:  # locked, submitted, marked, unlocked
+        with progress if progress is not None else nullcontext():
+            if backend.marks_submitted or backend.detached:  # locked, submitted, marked
                 refs, settled = submit_marked(backend, tasks, ctx)
                 for task, result in settled:  # running elsewhere, done meanwhile
                     outcome = _record(Finished(task, result), ctx, backend, refs)
                     done[outcome.name] = outcome
-                    if show and options.wait:
+                    if progress is not None and options.wait:
                         progress.update(outcome.status)
             else:
                 refs = {name: got.ref for name, got in backend.submit(tasks).items()}
@@ -349,19 +292,19 @@ def _execute(
                         for report in backend.reports():
                             outcome = _record(report, ctx, backend, refs)
                             done[outcome.name] = outcome
-                            if show:
+                            if progress is not None:
                                 progress.update(outcome.status)
                         break
                     except KeyboardInterrupt:
                         interrupted = True
-                        if refs and backend.can_detach:
+                        if refs and backend.detached:
                             logger.warning("interrupted: no longer waiting; the jobs run on")
                         else:
                             logger.warning("interrupted: stopping running experiments")
                         backend.interrupt()
     finally:
         backend.close()
-    detached = refs if backend.can_detach else {}
+    detached = refs if backend.detached else {}
     for name, folder, _ in to_run:
         if name not in done:
             outcome = _from_disk(name, folder)
@@ -443,7 +386,7 @@ def _from_disk(name: str, folder: str) -> ExperimentOutcome:
         message = str(error.get("message") or "interrupted")
     if status == results.DONE:
         return ExperimentOutcome(name, SUCCESS, folder, meta.get("duration"))
-    if status == results.RUNNING and not results.is_locked(folder):
+    if status == results.RUNNING and results.standing(meta, folder) == results.INTERRUPTED:
         return ExperimentOutcome(name, results.INTERRUPTED, folder, None, "interrupted")
     if status == results.RUNNING:
         return ExperimentOutcome(name, BUSY, folder)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,14 @@ from xhelpers.notify.outbox import SlackOutbox
 
 if TYPE_CHECKING:
     from xhelpers.config import BaseConfig
+    from xhelpers.core.execution import RunContext, Task, TaskResult
     from xhelpers.notify.messages import SummaryLike
 
 __all__ = [
     "ENV_BASE_URL",
     "ENV_CHANNEL",
     "ENV_TOKEN",
+    "NodeThread",
     "SlackRun",
     "SlackSettings",
     "open_run",
@@ -167,6 +170,11 @@ class SlackRun:
         if self.failure is not None or not self._ts:
             return None
         return {"channel": self._channel, "thread_ts": self._ts}
+
+    def task_watcher(self, outcomes: bool) -> NodeThread | None:
+        """What tasks that run elsewhere take along to post into this run's thread."""
+        thread = self.thread()
+        return None if thread is None else NodeThread(thread, outcomes)
 
     def post(self, text: str, *, broadcast: bool = False) -> None:
         """Queue a reply (already Slack-escaped) after the log records so far."""
@@ -345,6 +353,25 @@ def task_thread(
         yield run
     finally:
         run.close(timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeThread:
+    """A task's watcher on a SLURM node: its warnings (and, when nobody waits for it,
+    its outcome) go into the run's thread. Pickled with the task: the thread's ids
+    only, never the token (the node has it from the environment)."""
+
+    thread: dict[str, str]
+    outcomes: bool  # True with --no-wait: nobody collects outcomes, so each task posts its own
+
+    def __call__(
+        self, task: Task, ctx: RunContext, run: Callable[[Task, RunContext], TaskResult]
+    ) -> TaskResult:
+        with task_thread(self.thread, ctx.config) as slack:
+            result = run(task, ctx)
+            if slack is not None and self.outcomes:
+                slack.outcome(task.name, result.status, task.folder, result.duration, result.error)
+        return result
 
 
 def post_outcome(

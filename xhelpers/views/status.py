@@ -91,12 +91,10 @@ def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str
         if os.path.exists(f"{folder}/{results.METAFILE}"):  # there, but not JSON we can read
             return StatusRow(name, UNREADABLE, error="metafile.json is not readable JSON")
         return StatusRow(name, PENDING)
-    status = str(meta.get("status"))
+    status = str(results.standing(meta, folder))
     if status == results.DONE:
         fp = meta.get("fingerprint")
         status = STALE if fp is not None and fp != current_fp else DONE
-    elif status == results.RUNNING and not results.is_locked(folder):
-        status = results.INTERRUPTED
     named = ref_of(meta)
     where = named[1] if named else meta.get("host")
     return StatusRow(
