@@ -70,6 +70,18 @@ def run_py(
     )
 
 
+def popen_run_py(folder: Path, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """``python run.py ARGS`` started in ``folder``, its output captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "run.py", *args],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
     """Poll ``predicate`` until true; fail after ``timeout`` (bounded, never a fixed sleep)."""
     import time

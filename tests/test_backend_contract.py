@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from conftest import TESTS, meta, wait_until, write_run_py
+from conftest import TESTS, meta, run_py, wait_until, write_run_py
 from slurm_support import SlurmCluster
 
 import xhelpers as xh
@@ -65,14 +65,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
 
 
 def py(folder: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "run.py", *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_py(folder, *args, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 ASK = """

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import meta, pid_alive, run_py, wait_until, write_run_py
+from conftest import meta, pid_alive, popen_run_py, run_py, wait_until, write_run_py
 from experiments import DiesOnReceive, FailsOnReceive, no_config
 
 import xhelpers as xh
@@ -365,13 +365,7 @@ def test_progress_line_after_ctrl_c_agrees_with_the_summary(tmp_path: Path) -> N
     """The live line of a real run (plain lines off a terminal) counts like the summary."""
     write_run_py(tmp_path, RUN_BLOCKING)
     (tmp_path / "config.py").write_text("class Config:\n    progress_interval_s = 0.05\n")
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "g", "-j2", "--progress"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_run_py(tmp_path, "g", "-j2", "--progress")
     started = [tmp_path / f"results/g/block_{i}/{i}.started" for i in range(2)]
     wait_until(lambda: all(p.exists() and p.read_text() for p in started), what="experiments")
     proc.send_signal(signal.SIGINT)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import meta, run_py, wait_until, write_run_py
+from conftest import meta, popen_run_py, run_py, wait_until, write_run_py
 from experiments import (
     changed_function,
     no_config,
@@ -273,13 +273,7 @@ def test_plain_progress_lines_without_terminal(tmp_path: Path) -> None:
 
     write_run_py(tmp_path, RUN_PROGRESS)
     (tmp_path / "config.py").write_text("class Config:\n    progress_interval_s = 0.05\n")
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", "g", "-j2", "--progress"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = popen_run_py(tmp_path, "g", "-j2", "--progress")
     lines: list[str] = []
     assert proc.stderr is not None
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")))

@@ -494,12 +494,12 @@ def _stop_children_since(since: float) -> None:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == mine and int(fields[19]) / ticks >= since - 0.5:
+            fields = _proc_stat(entry)
+            if (
+                fields is not None
+                and int(fields[1]) == mine
+                and int(fields[19]) / ticks >= since - 0.5
+            ):
                 victims.add(int(entry))
     except (OSError, ValueError):
         pass
@@ -568,14 +568,19 @@ def _worker_main(
 
 
 # -- references: a process by host, pid and start time (pids are reused) -------------------
-def _start_ticks(pid: int) -> int | None:
-    """The process' start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+def _proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    if fields[0] in ("Z", "X"):  # ended, not reaped yet: it runs nothing
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process' start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):  # ended, not reaped yet: it runs nothing
         return None
     try:
         return int(fields[19])
