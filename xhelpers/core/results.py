@@ -145,7 +145,7 @@ def prepare_folder(folder: str, root: str) -> bool:
     """
     cut = folder.rfind(os.sep)
     parent, leaf = folder[:cut], folder[cut + 1 :]
-    try:  # the common case, a new folder in an existing one, in four system calls
+    try:  # the common cases: the parent exists and is inside, the folder is new or a folder
         fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         pass
@@ -158,6 +158,11 @@ def prepare_folder(folder: str, root: str) -> bool:
                     return False
                 except FileExistsError:
                     pass
+                try:  # a folder, not a link, in a checked parent: inside
+                    os.close(os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
+                    return True
+                except OSError:
+                    pass  # a link or a file: the walk below says which, and checks it
         finally:
             os.close(fd)
     missing = [leaf]
