@@ -3,10 +3,11 @@
 2,000 experiments that each write a small result.json, run with -j2 through the CLI
 (in this process, so interpreter start-up is not counted on either side), against a
 hand-written ProcessPoolExecutor(2) doing the same mkdir/chdir/write per task, one task
-per submission. Goal: ratio <= 1.5. Folders go to tmpfs (/dev/shm): disk timings here
-swing several-fold.
+per submission. The two alternate, and the ratio is that of their medians: on a 2-core
+VM one slow moment otherwise decides a whole ratio. Goal: ratio <= 1.25. Folders go to
+tmpfs (/dev/shm): disk timings here swing several-fold.
 
-    python benchmarks/local_overhead.py [--n 2000] [--repeat 3]
+    python benchmarks/local_overhead.py [--n 2000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -62,13 +64,16 @@ def run_xhelpers(root: str, n: int, name: str) -> float:
     return elapsed
 
 
+GOAL = 1.25
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    ratios = []
+    bases, ours = [], []
     for r in range(args.repeat):
         root = tempfile.mkdtemp(prefix="xh-bench-", dir=base)
         try:
@@ -80,16 +85,17 @@ def main() -> None:
             assert done == args.n, done
         finally:
             shutil.rmtree(root)
-        ratios.append(t_xh / t_base)
+        bases.append(t_base)
+        ours.append(t_xh)
         print(
             f"run {r}: baseline {t_base:.3f}s ({t_base / args.n * 1e3:.3f} ms/exp), "
             f"xhelpers {t_xh:.3f}s ({t_xh / args.n * 1e3:.3f} ms/exp), "
             f"ratio {t_xh / t_base:.2f}"
         )
-    median = sorted(ratios)[len(ratios) // 2]
+    ratio = statistics.median(ours) / statistics.median(bases)
     print(
-        f"local_overhead: ratio {median:.2f} (median of {args.repeat}; goal <= 1.5) "
-        f"{'OK' if median <= 1.5 else 'OVER GOAL'}"
+        f"local_overhead: ratio {ratio:.2f} (medians of {args.repeat}; best runs "
+        f"{min(ours) / min(bases):.2f}; goal <= {GOAL}) {'OK' if ratio <= GOAL else 'OVER GOAL'}"
     )
 
 

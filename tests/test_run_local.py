@@ -346,7 +346,8 @@ g = xh.ParametrizedExperiments("g", names)
             )
 
         wait_until(all_short_done, timeout=60, what="the short experiments")
-        assert xh.results.read_status(str(tmp_path / "results/g/gate")) == "running"
+        gate = str(tmp_path / "results/g/gate")  # still running, as -l sees it
+        assert xh.results.standing(xh.results.read_metafile(gate), gate) == "running"
     finally:
         (tmp_path / "release").write_text("")
         out, err = proc.communicate(timeout=60)

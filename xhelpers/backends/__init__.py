@@ -64,7 +64,8 @@ def backend_names() -> list[str]:
 
 def get_backend(name: str) -> type[Backend]:
     """The backend class registered under ``name``; BackendError (usage) if there is none."""
-    target = _registry().get(name)
+    # A built-in name needs no scan of every installed package's entry points (~15 ms).
+    target = _REGISTRY.get(name) or _registry().get(name)
     if target is None:
         raise BackendError(
             f"unknown backend {name!r}; valid backends: {', '.join(backend_names())}",

@@ -105,7 +105,7 @@ class Lost:
     """The process running the task ended without a result (crash, kill, interrupt)."""
 
     task: Task
-    pid: int | None
+    pid: int | None  # of a process on this host (tasks elsewhere are known by a ref)
     exitcode: int | None
     why: str | None = None  # set when the backend itself stopped the task
     cause: str | None = None  # set when the task never reached execute (and why)

@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import Any
 
 from xhelpers.backends import reaper
@@ -56,6 +57,9 @@ __all__ = ["DETACHED_SUFFIX", "LOCAL_FOLDER", "LocalBackend"]
 logger = logging.getLogger(__name__)
 
 INTERRUPT_GRACE_S = 10.0  # how long interrupted experiments get to record themselves
+# A worker writes an experiment's running record only once it has run this long: the
+# runner records a dead worker's experiment itself (see RunContext.running_record_delay).
+RUNNING_RECORD_DELAY_S = 0.5
 _BIG_TASK = 32 * 1024  # bytes; a larger task is only sent to an idle worker (no pipe deadlock)
 LOCAL_FOLDER = ".local"  # detached runs' logs (and, until read, payloads): <group>/.local/
 DETACHED_SUFFIX = ":detached"  # ends the ref of a detached run: its tasks wait in it
@@ -66,14 +70,20 @@ _launched: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class _Worker:
-    __slots__ = ("conn", "inflight", "pid", "proc", "since")
+    __slots__ = ("conn", "fd", "inflight", "more", "pid", "proc", "sentinel", "since")
 
     def __init__(self, proc: Any, conn: Connection) -> None:
         self.proc = proc
         self.conn = conn
+        self.fd = conn.fileno()
+        self.sentinel: int = proc.sentinel
         self.pid: int = proc.pid
         self.inflight: deque[Task] = deque()
         self.since = float("inf")  # when its current task started (inf: none yet reported)
+        # "Is another message waiting?" in one syscall: Connection.poll builds a
+        # selector per call, which at thousands of short experiments shows.
+        self.more = select.poll()
+        self.more.register(self.fd, select.POLLIN)
 
 
 class LocalBackend(Backend):
@@ -96,6 +106,9 @@ class LocalBackend(Backend):
         )
         self._pending: deque[Task] = deque()
         self._workers: list[_Worker] = []
+        # Every worker's pipe and sentinel, registered once (not a selector per wait).
+        self._poller = select.poll()
+        self._by_fd: dict[int, _Worker] = {}
         self._stopping = False
         self._deadline: float | None = None
         self._current: Task | None = None  # inline: the task being executed
@@ -279,6 +292,9 @@ class LocalBackend(Backend):
             pass
         worker = _Worker(proc, here)
         self._workers.append(worker)
+        for fd in (worker.fd, worker.sentinel):
+            self._poller.register(fd, select.POLLIN)
+            self._by_fd[fd] = worker
         self._guard(pid)
         return worker
 
@@ -363,29 +379,25 @@ class LocalBackend(Backend):
                         self._retire(worker)
             if self._stopping and self._deadline is not None and time.monotonic() > self._deadline:
                 self._kill_all()
-            waitables: dict[Any, _Worker] = {}
-            for worker in self._workers:
-                waitables[worker.conn] = worker
-                waitables[worker.proc.sentinel] = worker
             timeout = self.tick_interval if self.ticker else None
             if self._deadline is not None:
                 timeout = max(0.0, self._deadline - time.monotonic()) + 0.01
-            ready_list = wait(list(waitables), timeout)
+            ready_list = self._poller.poll(None if timeout is None else timeout * 1000)
             if self.ticker:
                 self.ticker()
-            for ready in ready_list:
-                worker = waitables[ready]
-                if worker not in self._workers:
+            for fd, _events in ready_list:
+                ready = self._by_fd.get(fd)
+                if ready is None or ready not in self._workers:
                     continue
-                if ready is worker.conn:
-                    yield from self._drain(worker)
+                if fd == ready.fd:
+                    yield from self._drain(ready)
                 else:
-                    yield from self._reap(worker)
+                    yield from self._reap(ready)
 
     def _drain(self, worker: _Worker) -> Iterator[Report]:
         try:
-            while worker.conn.poll():
-                kind, payload = worker.conn.recv()
+            while worker.more.poll(0):
+                kind, payload = pickle.loads(worker.conn.recv_bytes())
                 if kind == "log":
                     emit_forwarded(payload)
                     continue
@@ -408,7 +420,7 @@ class LocalBackend(Backend):
         worker.proc.join()
         _killpg(worker.pid, signal.SIGKILL)  # whatever the experiment started dies with it
         self._workers.remove(worker)
-        worker.conn.close()
+        self._forget(worker)
         if worker.inflight:
             lost = worker.inflight.popleft()
             if not self._stopping:
@@ -418,6 +430,13 @@ class LocalBackend(Backend):
             if self._stopping:  # queued behind it, never started: Lost lets the runner check
                 for task in worker.inflight:
                     yield Lost(task, worker.pid, worker.proc.exitcode, "interrupted")
+
+    def _forget(self, worker: _Worker) -> None:
+        for fd in (worker.fd, worker.sentinel):
+            self._by_fd.pop(fd, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(fd)
+        worker.conn.close()
 
     def _retire(self, worker: _Worker) -> None:
         try:
@@ -451,7 +470,7 @@ class LocalBackend(Backend):
             worker.proc.join(max(0.0, deadline - time.monotonic()))
             _killpg(worker.pid, signal.SIGKILL)
             worker.proc.join()
-            worker.conn.close()
+            self._forget(worker)
         self._workers.clear()
         self._stop_reaper()
 
@@ -533,11 +552,13 @@ def _worker_main(
     # KeyboardInterrupt only inside the experiment's own code: raised while the worker
     # talks to the runner, it could cut a message in half.
     signal.signal(signal.SIGINT, execution.on_interrupt_signal)
+    ctx.running_record_delay = RUNNING_RECORD_DELAY_S  # this process' own copy
     lock = threading.Lock()
 
     def send(message: tuple[str, Any]) -> None:
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)  # (plain objects only)
         with lock:
-            conn.send(message)
+            conn.send_bytes(data)
 
     root = logging.getLogger()
     for handler in root.handlers[:]:  # inherited through fork: the runner's console

@@ -8,11 +8,13 @@ metafile: ``running`` first, then how it ended. Backends never write metafiles.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -56,6 +58,22 @@ class Task:
     force: bool = False
     resources: dict[str, Any] | None = None  # SLURM settings of its own (keys: RESOURCE_KEYS)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Positional, not slot by slot: half the cost each way, once per task and worker.
+        return (
+            Task,
+            (
+                self.name,
+                self.folder,
+                self.fn,
+                self.description,
+                self.pass_config,
+                self.config,
+                self.force,
+                self.resources,
+            ),
+        )
+
 
 @dataclass(slots=True)
 class RunContext:
@@ -81,6 +99,10 @@ class RunContext:
     # False with --no-wait: nobody in this process collects outcomes (the backend may
     # detach its tasks; watchers say outcomes where they run).
     submitter_waits: bool = True
+    # > 0: write the ``running`` record only once the experiment has run this long (see
+    # _RunningRecord). Set by the local pool in its workers, whose runner records a
+    # worker's death itself; 0 (SLURM, in-process runs) writes it before the call.
+    running_record_delay: float = 0.0
 
 
 @dataclass(slots=True)
@@ -90,6 +112,9 @@ class TaskResult:
     duration: float | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskResult, (self.name, self.status, self.duration, self.error, self.extra))
 
 
 # Set while the experiment's own code runs. A worker turns SIGINT into
@@ -106,6 +131,7 @@ class ExperimentInfo:
     name: str
     folder: str
     config: BaseConfig
+    runs: int = 1  # this run's number, as its metafile records it: 2 and up resume or retry
 
 
 _current: ExperimentInfo | None = None
@@ -197,18 +223,86 @@ def _execute(task: Task, ctx: RunContext) -> TaskResult:
         return TaskResult(task.name, BUSY)
     try:
         try:
-            head = _start(task, ctx, folder, existed)
+            started = _start(task, ctx, folder, existed)
         except OSError as exc:  # a full disk, metafile.json a folder, ...
             return _refused(task, exc)
-        if head is None:
+        if started is None:
             return TaskResult(task.name, SKIPPED)
-        return _call(task, ctx, task.config or ctx.config, head)
+        return _call(task, ctx, task.config or ctx.config, *started)
     finally:
+        _settle_running()  # nothing of this run is written once its lock is let go
         lock.release()
 
 
-def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> str | None:
-    """Under the lock: decide from what is on disk now; write ``running``; its members.
+class _RunningRecord:
+    """Writes a worker's ``running`` record late: only for an experiment still running.
+
+    Most of a sweep's experiments can be short, and for them the ``running`` record is
+    a quarter of what xhelpers costs per experiment. Until it is written, the lock says
+    the experiment runs (a second runner leaves it alone, ``-l`` shows its previous
+    state), and if the worker dies the runner records it ``failed`` from memory. One
+    thread per worker looks twice per delay, so scheduling costs no wake-up.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.pid = os.getpid()  # a process forked from this one has no such thread
+        self._lock = threading.Lock()
+        self._due: tuple[float, str, str] | None = None  # (when, folder, text)
+        threading.Thread(target=self._loop, name="xhelpers-running-record", daemon=True).start()
+
+    def schedule(self, folder: str, text: str) -> None:
+        with self._lock:
+            self._due = (time.monotonic() + self.delay, folder, text)
+
+    def settle(self) -> None:
+        """Cancel the pending record; once this returns, none is being written."""
+        with self._lock:
+            self._due = None
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.delay / 2)
+            with self._lock:  # held while writing: settle() waits for the write to end
+                due = self._due
+                if due is None or due[0] > time.monotonic():
+                    continue
+                self._due = None
+                try:
+                    results.write_metafile(due[1], due[2])
+                except OSError as exc:  # its final record will say what became of it
+                    logger.warning("could not record it as running: %s", exc.strerror or exc)
+
+
+_running_record: _RunningRecord | None = None
+
+
+def _record_running(ctx: RunContext, folder: str, text: str) -> None:
+    global _running_record
+    delay = ctx.running_record_delay
+    if delay <= 0:
+        results.write_metafile(folder, text)
+        return
+    # The record written now would have failed on a full disk and refused the run; a
+    # deferred one cannot, so refuse here what could not be recorded anyway.
+    fs = os.statvfs(folder)
+    if fs.f_bavail * fs.f_frsize < 2 * len(text) + 4096:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), folder)
+    record = _running_record
+    if record is None or record.delay != delay or record.pid != os.getpid():
+        record = _running_record = _RunningRecord(delay)
+    record.schedule(folder, text)
+
+
+def _settle_running() -> None:
+    record = _running_record
+    if record is not None and record.pid == os.getpid():
+        record.settle()
+
+
+def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> tuple[str, int] | None:
+    """Under the lock: decide from what is on disk now; record ``running`` (at once, or
+    after a moment: see _RunningRecord); this run's members and number.
 
     None when the experiment is done: whoever made the folder or the lock file, another
     runner may have taken the lock first and finished it since we planned.
@@ -240,8 +334,13 @@ def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> str | Non
         head += f', "resumed_from": {json.dumps(resumed)}'
     if ctx.job_members:  # SLURM: job id, node, attempts, log files
         head += ", " + ctx.job_members
-    results.write_metafile(folder, results.encode_metafile(results.RUNNING, head))
-    return head
+    text = results.encode_metafile(results.RUNNING, head)
+    if previous is not None and previous.get("status") == results.SUBMITTED:
+        # A marker says queued, and only a metafile says otherwise: replace it at once.
+        results.write_metafile(folder, text)
+    else:
+        _record_running(ctx, folder, text)
+    return head, runs
 
 
 def _refused(task: Task, exc: OSError) -> TaskResult:
@@ -259,10 +358,10 @@ def _refused(task: Task, exc: OSError) -> TaskResult:
     return TaskResult(task.name, results.FAILED, error=line)
 
 
-def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskResult:
+def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str, runs: int) -> TaskResult:
     global _in_user_code, _current
     folder = task.folder
-    _current = ExperimentInfo(ctx.group, task.name, folder, config)
+    _current = ExperimentInfo(ctx.group, task.name, folder, config, runs)
     cwd = os.getcwd()
     interrupted: BaseException | None = None
     error_json = error_line = None
@@ -315,6 +414,7 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str) -> TaskRes
             _current = None
             duration = time.perf_counter() - start
             os.chdir(cwd)
+    _settle_running()
     ended = results.now()
     body = f'{head}, "ended": "{ended}", "duration": {duration:.6f}{returned}'
     if error_json is not None:

@@ -123,7 +123,8 @@ class _ExperimentLogHandler(logging.FileHandler):
         self.setLevel(logging.DEBUG)
 
     def point_at(self, path: str | None) -> None:
-        self.close()  # the previous experiment's file, if it was opened
+        if self.stream is not None:  # the previous experiment's file was opened
+            self.close()
         self.baseFilename = path or os.devnull
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import resource
 import signal
 import time
@@ -212,16 +213,22 @@ def record_lost(
         return False
     try:
         meta = results.read_metafile(task.folder)
-        if meta is None:
+        previous = meta.get("status") if meta is not None else None
+        mine = pid is not None and meta is not None and meta.get("pid") == pid
+        if meta is None or (previous in (results.FAILED, results.INTERRUPTED) and not mine):
+            # It died before its running record (written only after a moment): this
+            # run's record, from what the runner knows of it.
+            runs = int(meta.get("runs") or 1) + 1 if meta is not None else 1
+            where = (
+                "" if pid is None else f'"host": {json.dumps(os.uname().nodename)}, "pid": {pid}, '
+            )
             body = (
                 f'{task.description}, "group": {json.dumps(ctx.group)}, '
-                f'"name": {json.dumps(task.name)}, "ended": "{results.now()}", '
-                f'"runs": 1, {ctx.run_info}, "error": {json.dumps(error)}'
+                f'"name": {json.dumps(task.name)}, {where}"ended": "{results.now()}", '
+                f'"runs": {runs}, {ctx.run_info}, "error": {json.dumps(error)}'
             )
             results.write_metafile(task.folder, results.encode_metafile(status, body))
             return True
-        previous = meta.get("status")
-        mine = pid is not None and meta.get("pid") == pid
         if previous == results.RUNNING and not mine:
             return False  # a dead run of someone else's: it reads as interrupted already
         if previous not in (results.RUNNING, results.FAILED, results.INTERRUPTED) or (

@@ -361,16 +361,24 @@ def read_metafile(folder: str) -> dict[str, Any] | None:
 def standing(meta: Mapping[str, Any] | None, folder: str) -> str | None:
     """Where an experiment stands, by its metafile ``meta`` (None: it has none).
 
-    The metafile's status, except that ``running`` with a free lock is ``interrupted``:
-    its runner died. The one reading of a metafile that every view and the runner
-    share; each then words it its own way (``done``/``stale``, ``success``, ...).
+    The metafile's status, except that ``running`` with a free lock is ``interrupted``
+    (its runner died), and a held lock over no metafile, or over a run that failed or
+    was interrupted, is ``running``: a worker records ``running`` only once its
+    experiment has run for a moment (see ``RunContext.running_record_delay``). The one
+    reading of a metafile that every view and the runner share; each then words it its
+    own way (``done``/``stale``, ``success``, ...).
     """
     if meta is None:
-        return None
+        return RUNNING if is_locked(folder) else None
     status = str(meta.get("status"))
-    if status == RUNNING and not is_locked(folder):
-        return INTERRUPTED
+    if status == RUNNING:
+        return RUNNING if is_locked(folder) else INTERRUPTED
+    if status in _RERUN and is_locked(folder):
+        return RUNNING
     return status
+
+
+_RERUN = (FAILED, INTERRUPTED)  # what a runner may be running again right now
 
 
 def encode_metafile(status: str, body: str) -> str:

@@ -20,7 +20,7 @@ from xhelpers.config import BaseConfig
 from xhelpers.core import jobs, results
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.core.fingerprints import describe, fingerprint
-from xhelpers.core.provenance import run_members
+from xhelpers.core.provenance import GitProbe, run_members
 from xhelpers.core.records import lost_error, record_lost, submit_marked
 from xhelpers.core.summary import (
     BUSY,
@@ -207,18 +207,12 @@ def _check_path_lengths(group: str, names: Sequence[str], base: str) -> None:
         )
 
 
-def _execute(
+def _tasks(
     group: ParametrizedExperiments,
     to_run: list[tuple[str, str, bool]],
     config: BaseConfig,
     options: RunOptions,
-    done: dict[str, ExperimentOutcome],
-    notifier: RunWatcher | None = None,
-    make_progress: MakeProgress | None = None,
-) -> bool:
-    """Run ``to_run`` on the backend; fill ``done``; True if stopped by Ctrl-C."""
-    backend_name = options.backend or ("slurm" if config.slurm else "local")
-    backend_cls = get_backend(backend_name)
+) -> list[Task]:
     tasks = []
     for name, folder, fresh in to_run:
         fn = group.experiments[name]
@@ -238,6 +232,27 @@ def _execute(
                 group.resources_of(name),
             )
         )
+    return tasks
+
+
+def _execute(
+    group: ParametrizedExperiments,
+    to_run: list[tuple[str, str, bool]],
+    config: BaseConfig,
+    options: RunOptions,
+    done: dict[str, ExperimentOutcome],
+    notifier: RunWatcher | None = None,
+    make_progress: MakeProgress | None = None,
+) -> bool:
+    """Run ``to_run`` on the backend; fill ``done``; True if stopped by Ctrl-C."""
+    backend_name = options.backend or ("slurm" if config.slurm else "local")
+    backend_cls = get_backend(backend_name)
+    git = GitProbe(os.getcwd())  # answers while the experiments are described
+    try:
+        tasks = _tasks(group, to_run, config, options)
+    except BaseException:
+        git.close()
+        raise
     if backend_name != "local" or not options.wait:  # tasks are pickled: no secrets there
         config = _without_token(config)
         tasks = [
@@ -246,7 +261,7 @@ def _execute(
     ctx = RunContext(
         group.name,
         config,
-        run_members(config, backend_name, config.jobs),
+        run_members(config, backend_name, config.jobs, git),
         root=results.real_root(config.output_directory),
         capture_logger=config.logger,
         post_mortem=options.post_mortem,

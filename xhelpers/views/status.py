@@ -90,6 +90,8 @@ def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str
     if meta is None:
         if os.path.exists(f"{folder}/{results.METAFILE}"):  # there, but not JSON we can read
             return StatusRow(name, UNREADABLE, error="metafile.json is not readable JSON")
+        if results.standing(None, folder) == results.RUNNING:  # its first moments
+            return StatusRow(name, results.RUNNING)
         return StatusRow(name, PENDING)
     status = str(results.standing(meta, folder))
     if status == results.DONE:
