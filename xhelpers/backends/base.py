@@ -134,6 +134,11 @@ class Backend(ABC):
     can_detach: ClassVar[bool] = False  # its jobs run on after this process ends (--no-wait)
     can_requeue: ClassVar[bool] = False  # a job may come back after it was seen ended
     marks_submitted: ClassVar[bool] = False  # refs before any task starts (see above)
+    # Pipelines: True if it holds a task back until every task of its ``after`` (in the
+    # same submit() call) succeeded, and never starts it if one did not (SLURM job
+    # dependencies); such a task is then reported Lost, and the core records it
+    # ``blocked``. False: the runner submits a task only once its upstreams succeeded.
+    chains: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

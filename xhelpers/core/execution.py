@@ -57,6 +57,15 @@ class Task:
     config: BaseConfig | None = None  # this experiment's own config, when it differs
     force: bool = False
     resources: dict[str, Any] | None = None  # SLURM settings of its own (keys: RESOURCE_KEYS)
+    # Pipelines. ``group``: the experiment's own group when it is not the run's (an
+    # upstream of another group). ``upstreams``: (group, name, folder) of each result it
+    # uses, recorded in its metafile when it starts. ``after``: the folders of those
+    # upstreams handed to the same submit() call, which must succeed before it starts
+    # (a backend that ``chains`` holds it back itself; otherwise the runner submits it
+    # only once they have).
+    group: str | None = None
+    upstreams: tuple[tuple[str, str, str], ...] = ()
+    after: tuple[str, ...] = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Positional, not slot by slot: half the cost each way, once per task and worker.
@@ -71,6 +80,9 @@ class Task:
                 self.config,
                 self.force,
                 self.resources,
+                self.group,
+                self.upstreams,
+                self.after,
             ),
         )
 

@@ -24,6 +24,7 @@ from typing import Any
 from xhelpers.errors import ResultTreeError
 
 __all__ = [
+    "BLOCKED",
     "DONE",
     "FAILED",
     "INTERRUPTED",
@@ -62,6 +63,7 @@ DONE = "success"
 FAILED = "failed"
 INTERRUPTED = "interrupted"
 SUBMITTED = "submitted"
+BLOCKED = "blocked"  # not run: an upstream it needs failed or was interrupted
 
 # The metafile always starts with its status and the experiment's fingerprint, so "is
 # it done, and still current?" reads a few bytes instead of parsing JSON: this keeps
@@ -378,7 +380,7 @@ def standing(meta: Mapping[str, Any] | None, folder: str) -> str | None:
     return status
 
 
-_RERUN = (FAILED, INTERRUPTED)  # what a runner may be running again right now
+_RERUN = (FAILED, INTERRUPTED, BLOCKED)  # what a runner may be running again right now
 
 
 def encode_metafile(status: str, body: str) -> str:
