@@ -153,6 +153,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/skip_scan.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/status_list.py
+	$(PY) benchmarks/pipeline_plan.py
 	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py; \
 	else echo "benchmarks/slurm_submit.py skipped: no sbatch (bash scripts/local-slurm start)"; fi
 

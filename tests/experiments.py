@@ -176,3 +176,13 @@ def fills_disk(*, chunk: int = 4096) -> str:
         except OSError:
             pass
     return "filled"
+
+
+def sum_of(*, data: Any) -> int:
+    """Sums the list an upstream wrote to data.json (a pipeline's downstream)."""
+    return int(sum(data.load("data.json")))
+
+
+def evaluates(*, i: int, value: Any) -> int:
+    """A downstream of a grid: element i uses upstream i."""
+    return i

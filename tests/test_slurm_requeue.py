@@ -27,7 +27,7 @@ import xhelpers as xh
 from xhelpers.backends.base import Lost
 from xhelpers.backends.slurm import queue as slurm_queue
 from xhelpers.config import BaseConfig
-from xhelpers.core import jobs, results, runner
+from xhelpers.core import jobs, planning, results
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.errors import BackendError
 
@@ -177,11 +177,11 @@ def test_plan_and_retry_leave_a_requeued_job_alone(
     base = results.group_prefix(tmp_path / "results", "g")
     names = orphans.select()
     slurm = fake(ORPHAN_SACCT, ORPHAN_SQUEUE)
-    retry = runner._failed_only(list(names), base)
+    retry = planning.failed_only(list(names), base)
     assert retry == ["local", "failed"]  # neither 60_0 (requeued) nor 60_2 (running)
     assert slurm.commands() == ["sacct", "squeue"]
     slurm.calls.clear()
-    to_run, skip = runner.plan(orphans, names, base, runner.RunOptions())
+    to_run, skip = planning.plan(orphans, names, base, planning.RunOptions())
     assert [name for name, _, _ in to_run] == ["local", "gone", "failed", "new"]  # in order
     assert skip == {"requeued": "queued", "ran": "queued"}
     assert slurm.commands() == ["sacct", "squeue"]
@@ -192,8 +192,8 @@ def test_retry_asks_slurm_nothing_without_slurm_jobs(
 ) -> None:
     slurm = fake("")
     base = results.group_prefix(tmp_path / "results", "g")
-    assert runner._failed_only(["local", "failed", "new"], base) == ["local", "failed"]
-    to_run, _ = runner.plan(orphans, ["local", "new"], base, runner.RunOptions())
+    assert planning.failed_only(["local", "failed", "new"], base) == ["local", "failed"]
+    to_run, _ = planning.plan(orphans, ["local", "new"], base, planning.RunOptions())
     assert [name for name, _, _ in to_run] == ["local", "new"]
     assert slurm.calls == []
 

@@ -9,6 +9,7 @@ from xhelpers.config import BaseConfig
 from xhelpers.core import results
 from xhelpers.core.execution import ExperimentInfo, current_experiment
 from xhelpers.core.summary import ExperimentOutcome, RunSummary
+from xhelpers.core.upstreams import Result, upstream, upstreams
 from xhelpers.errors import XHelpersError
 from xhelpers.framework import ParametrizedExperiments
 
@@ -44,6 +45,7 @@ __all__ = [
     "ExperimentInfo",
     "ExperimentOutcome",
     "ParametrizedExperiments",
+    "Result",
     "RunSummary",
     "XHelpersError",
     "__version__",
@@ -59,5 +61,7 @@ __all__ = [
     "load_experiments",
     "results",
     "typing",
+    "upstream",
+    "upstreams",
     "zipped",
 ]

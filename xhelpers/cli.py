@@ -122,6 +122,11 @@ def _options() -> list[click.Parameter]:
             help="Run only the selected experiments that failed or were interrupted.",
         ),
         click.Option(
+            ["--no-upstream"],
+            is_flag=True,
+            help="Refuse (naming them) instead of running upstreams that are not done.",
+        ),
+        click.Option(
             ["--config", "config_file"],
             metavar="FILE[:CLASS]",
             help="Machine config instead of ./config.py (class default: Config).",
@@ -140,6 +145,16 @@ def _options() -> list[click.Parameter]:
             ["--failed", "show_failed"],
             is_flag=True,
             help="Show failed experiments with the end of their logs.",
+        ),
+        click.Option(
+            ["-n", "--dry-run", "dry_run"],
+            is_flag=True,
+            help="Show what the run would run, skip (and why) and in which order; run nothing.",
+        ),
+        click.Option(
+            ["--graph", "show_graph"],
+            is_flag=True,
+            help="Show which results the selected experiments use, stage by stage.",
         ),
         click.Option(
             ["--format", "fmt"],
@@ -181,12 +196,14 @@ _VIEWS = {
     "list_only": "-l",
     "show_results": "--results",
     "show_failed": "--failed",
+    "show_graph": "--graph",
     "cancel": "--cancel",
 }
 _RUN_ONLY = {
     "force": "--force",
     "rerun_stale": "--rerun-stale",
     "retry_failed": "--retry-failed",
+    "no_upstream": "--no-upstream",
     "no_wait": "--no-wait",
     "post_mortem": "--pdb",
 }
@@ -198,6 +215,8 @@ def _check_options(opts: dict[str, Any]) -> None:
     views = [flag for key, flag in _VIEWS.items() if opts[key]]
     if len(views) > 1:
         raise UsageError(f"{' and '.join(views)} cannot be combined: choose one")
+    if views and opts["dry_run"]:
+        raise UsageError(f"--dry-run shows a run's plan; {views[0]} runs none: choose one")
     if views:
         extra = [flag for key, flag in _RUN_ONLY.items() if opts[key]]
         if extra:
@@ -243,6 +262,15 @@ def _show_only(
         text, _ = failed_report(group, patterns, config_file=config_file)
         click.echo(text)
         return 0
+    if opts["show_graph"]:
+        from xhelpers.framework import groups
+        from xhelpers.views.plan import graph_text
+
+        click.echo(graph_text(group, group.select(*patterns), groups()))
+        return 0
+    if opts["dry_run"]:
+        click.echo(_dry_run(group, patterns, opts))
+        return 0
     if opts["cancel"]:
         outcome = group.cancel(*patterns, config_file=config_file)
         for label, refs in outcome.cancelled.items():
@@ -264,6 +292,30 @@ def _show_only(
     return None
 
 
+def _dry_run(
+    group: ParametrizedExperiments, patterns: tuple[str, ...], opts: dict[str, Any]
+) -> str:
+    from xhelpers.config import resolve_config
+    from xhelpers.core.planning import RunOptions
+    from xhelpers.framework import groups
+    from xhelpers.views.plan import dry_run_text
+
+    config = resolve_config(
+        group.configcls,
+        config_file=opts["config_file"],
+        overrides={"jobs": opts["jobs"], "workers": opts["workers"], "slurm": opts["slurm"]},
+    )
+    options = RunOptions(
+        force=opts["force"],
+        rerun_stale=opts["rerun_stale"],
+        retry_failed=opts["retry_failed"],
+        no_upstream=opts["no_upstream"],
+        wait=not opts["no_wait"],
+    )
+    backend = "slurm" if config.slurm else "local"
+    return dry_run_text(group, group.select(*patterns), config, options, groups(), backend)
+
+
 def _group_command(group: ParametrizedExperiments) -> click.Command:
     count = len(group.experiments)
     doc = group.description or f"Run experiments of the group '{group.name}'."
@@ -282,6 +334,7 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
                     force=opts["force"],
                     rerun_stale=opts["rerun_stale"],
                     retry_failed=opts["retry_failed"],
+                    no_upstream=opts["no_upstream"],
                     config_file=opts["config_file"],
                     loglevel=level_for_verbosity(verbose) if verbose else None,
                     post_mortem=opts["post_mortem"],

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from xhelpers.config import BaseConfig, check_resources
 from xhelpers.core.results import PATH_MAX
+from xhelpers.core.upstreams import Upstream, placeholders_in
 from xhelpers.errors import ExperimentDefinitionError, PatternError
 
 if TYPE_CHECKING:
@@ -157,6 +158,10 @@ class ParametrizedExperiments:
             self.resources[pattern] = dict(settings)
         self.name = name
         self.experiments: dict[str, Callable[..., Any]] = dict(experiments)
+        # The results each experiment uses (xh.upstream placeholders), found once here.
+        self.upstreams: dict[str, tuple[Upstream, ...]] = {
+            n: found for n, fn in self.experiments.items() if (found := placeholders_in(fn))
+        }
         self.configcls = configcls
         self.description = description
         if register:
@@ -271,6 +276,7 @@ def run(
     force: bool = False,
     rerun_stale: bool = False,
     retry_failed: bool = False,
+    no_upstream: bool = False,
     config: BaseConfig | Mapping[str, Any] | None = None,
     config_file: str | Literal[False] | None = None,
     loglevel: str | None = None,
@@ -319,12 +325,19 @@ def run(
         progress if not quiet else False,
         wait,
         tuple(patterns),
+        no_upstream,
     )
     with console_logging(resolved.loglevel, force=bool(console)):
         notifier = _slack(resolved) if slack else None  # slack=False: nothing to Slack
         with notifier or nullcontext():
             summary = runner.run_selected(
-                group, names, resolved, options, notifier, make_progress=Progress
+                group,
+                names,
+                resolved,
+                options,
+                notifier,
+                make_progress=Progress,
+                registry=_REGISTRY,
             )
             if notifier is not None:
                 notifier.finish(summary)

@@ -70,7 +70,7 @@ _launched: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class _Worker:
-    __slots__ = ("conn", "fd", "inflight", "more", "pid", "proc", "sentinel", "since")
+    __slots__ = ("conn", "fd", "inflight", "more", "pid", "proc", "retired", "sentinel", "since")
 
     def __init__(self, proc: Any, conn: Connection) -> None:
         self.proc = proc
@@ -80,6 +80,7 @@ class _Worker:
         self.pid: int = proc.pid
         self.inflight: deque[Task] = deque()
         self.since = float("inf")  # when its current task started (inf: none yet reported)
+        self.retired = False  # told to exit: it takes no task any more
         # "Is another message waiting?" in one syscall: Connection.poll builds a
         # selector per call, which at thousands of short experiments shows.
         self.more = select.poll()
@@ -339,11 +340,15 @@ class LocalBackend(Backend):
         return 2 if len(self._pending) > 4 * self.jobs else 1
 
     def _fill(self) -> None:
-        while self._pending and len(self._workers) < self.jobs:
+        # A pipeline's runner submits more while reports are read, after idle workers may
+        # have been retired: those are replaced, never handed a task.
+        while self._pending and sum(not w.retired for w in self._workers) < self.jobs:
             self._spawn()
         depth = self._depth()
         now = time.monotonic()
         for worker in self._workers:
+            if worker.retired:
+                continue
             # Queue behind a running task only when it started just now: one that has
             # run for a while may be long, and what waits behind it waits for it.
             limit = depth if now - worker.since < 0.002 else 1
@@ -439,6 +444,9 @@ class LocalBackend(Backend):
         worker.conn.close()
 
     def _retire(self, worker: _Worker) -> None:
+        if worker.retired:
+            return
+        worker.retired = True
         try:
             worker.conn.send_bytes(pickle.dumps(None))
         except OSError:

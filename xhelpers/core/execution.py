@@ -34,12 +34,15 @@ __all__ = [
     "RunContext",
     "Task",
     "TaskResult",
+    "blocked_line",
+    "blocked_text",
     "current_experiment",
     "execute",
     "expect_requeue",
     "on_interrupt_signal",
     "reset_stop",
     "stop_requested",
+    "task_label",
 ]
 
 logger = logging.getLogger(__name__)
@@ -236,6 +239,8 @@ def _execute(task: Task, ctx: RunContext) -> TaskResult:
     try:
         try:
             started = _start(task, ctx, folder, existed)
+        except _Blocked as exc:
+            return _record_blocked(task, ctx, exc.by)
         except OSError as exc:  # a full disk, metafile.json a folder, ...
             return _refused(task, exc)
         if started is None:
@@ -328,19 +333,21 @@ def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> tuple[str
         status = previous.get("status")
         if status == results.DONE and not task.force:
             return None
-        if status == results.SUBMITTED:  # SLURM marker: its "runs" are the runs so far
+        if status in (results.SUBMITTED, results.BLOCKED):  # markers: "runs" so far
             runs = int(previous.get("runs") or 0) + 1
         else:
             runs = int(previous.get("runs") or 1) + 1
+    # Before anything in the folder changes: an upstream that is not there blocks it.
+    used = _upstream_records(task, ctx) if task.upstreams else ""
     if existed or previous is not None:
         if task.force:
             results.empty_folder(folder)
         else:
             resumed = _checkpoints(folder, ctx.config.checkpoint_files)
     head = (
-        f'{task.description}, "group": {json.dumps(ctx.group)}, '
+        f'{task.description}, "group": {json.dumps(task.group or ctx.group)}, '
         f'"name": {json.dumps(task.name)}, "started": "{results.now()}", {_process_members()}, '
-        f'"runs": {runs}, {ctx.run_info}'
+        f'"runs": {runs}, {ctx.run_info}{used}'
     )
     if resumed:
         head += f', "resumed_from": {json.dumps(resumed)}'
@@ -353,6 +360,71 @@ def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> tuple[str
     else:
         _record_running(ctx, folder, text)
     return head, runs
+
+
+class _Blocked(Exception):
+    def __init__(self, by: list[str]) -> None:
+        super().__init__(by)
+        self.by = by
+
+
+def task_label(task: Task, home: str, group: str) -> str:
+    """An experiment as its run names it: its name at home, ``group:name`` elsewhere."""
+    return task.name if group == home else f"{group}:{task.name}"
+
+
+def _upstream_records(task: Task, ctx: RunContext) -> str:
+    """The ``upstreams`` member: which result of each upstream this run uses.
+
+    Read under this experiment's lock, just before it starts: an upstream that is not
+    ``success`` now (it failed, was rerun meanwhile, its folder was deleted) blocks it.
+    """
+    used = []
+    missing = []
+    for group, name, folder in task.upstreams:
+        meta = results.read_metafile(folder)
+        shown = name if group == (task.group or ctx.group) else f"{group}:{name}"
+        if meta is None or meta.get("status") != results.DONE:
+            missing.append(shown)
+            continue
+        used.append(
+            {
+                "group": group,
+                "name": name,
+                "fingerprint": meta.get("fingerprint"),
+                "ended": meta.get("ended"),
+            }
+        )
+    if missing:
+        raise _Blocked(missing)
+    return f', "upstreams": {json.dumps(used)}'
+
+
+def blocked_text(task: Task, ctx: RunContext, by: list[str], runs: int) -> str:
+    """The metafile of an experiment not run because upstreams ``by`` did not succeed."""
+    shown = ", ".join(by[:3]) + (f" and {len(by) - 3} more" if len(by) > 3 else "")
+    error = {"type": "Blocked", "message": f"not run: its upstream {shown} did not succeed"}
+    body = (
+        f'{task.description}, "group": {json.dumps(task.group or ctx.group)}, '
+        f'"name": {json.dumps(task.name)}, "ended": "{results.now()}", "runs": {runs}, '
+        f'{ctx.run_info}, "blocked_by": {json.dumps(by)}, "error": {json.dumps(error)}'
+    )
+    return results.encode_metafile(results.BLOCKED, body)
+
+
+def blocked_line(by: list[str]) -> str:
+    return f"blocked: upstream {', '.join(by[:3])}{' ...' if len(by) > 3 else ''} did not succeed"
+
+
+def _record_blocked(task: Task, ctx: RunContext, by: list[str]) -> TaskResult:
+    previous = results.read_metafile(task.folder) or {}
+    runs = int(previous.get("runs") or 0)  # it did not run: the count stays
+    try:
+        if previous.get("status") != results.DONE:  # (forced): nothing ran, the result stays
+            results.write_metafile(task.folder, blocked_text(task, ctx, by, runs))
+    except OSError as exc:
+        return _refused(task, exc)
+    return TaskResult(task.name, results.BLOCKED, error=blocked_line(by))
 
 
 def _refused(task: Task, exc: OSError) -> TaskResult:
@@ -373,7 +445,7 @@ def _refused(task: Task, exc: OSError) -> TaskResult:
 def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str, runs: int) -> TaskResult:
     global _in_user_code, _current
     folder = task.folder
-    _current = ExperimentInfo(ctx.group, task.name, folder, config, runs)
+    _current = ExperimentInfo(task.group or ctx.group, task.name, folder, config, runs)
     cwd = os.getcwd()
     interrupted: BaseException | None = None
     error_json = error_line = None

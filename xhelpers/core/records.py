@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.core import results
-from xhelpers.core.execution import RunContext, Task, TaskResult
+from xhelpers.core.execution import RunContext, Task, TaskResult, blocked_text
 from xhelpers.core.summary import BUSY, SKIPPED
 from xhelpers.errors import BackendError
 
@@ -159,6 +159,8 @@ def record_submitted(
     )
     if members:
         body += ", " + json.dumps(dict(members), default=str)[1:-1]
+    if task.after:  # held by its backend until these succeed: -l tells blocked from cancelled
+        body += f', "waits_for": {json.dumps(list(task.after))}'
     results.write_metafile(task.folder, results.encode_metafile(results.SUBMITTED, body))
 
 
@@ -241,6 +243,33 @@ def record_lost(
         results.write_metafile(task.folder, meta)
         return True
     except OSError:  # (a full disk) the summary still says what happened
+        return False
+    finally:
+        lock.release()
+
+
+def record_blocked(task: Task, ctx: RunContext, by: list[str]) -> bool:
+    """Record ``task`` blocked by upstreams ``by`` that did not succeed in this run; True
+    if written. Under its lock; never over a result (another runner may have made one)."""
+    lock = results.ExperimentLock(task.folder)
+    try:
+        results.prepare_folder(
+            task.folder, ctx.root or results.real_root(ctx.config.output_directory)
+        )
+        if not lock.acquire():
+            return False  # another runner is on it
+    except OSError:
+        return False
+    try:
+        meta = results.read_metafile(task.folder) or {}
+        if meta.get("status") == results.DONE:  # (forced): nothing ran, the result stays
+            return False
+        runs = int(meta.get("runs") or 0) if meta else 0
+        if meta.get("status") not in (None, results.SUBMITTED, results.BLOCKED):
+            runs = int(meta.get("runs") or 1)
+        results.write_metafile(task.folder, blocked_text(task, ctx, by, runs))
+        return True
+    except OSError:
         return False
     finally:
         lock.release()

@@ -12,26 +12,29 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends import Backend, Finished, JobState, Report, get_backend
 from xhelpers.config import BaseConfig
-from xhelpers.core import jobs, results
-from xhelpers.core.execution import RunContext, Task
-from xhelpers.core.fingerprints import describe, fingerprint
+from xhelpers.core import results
+from xhelpers.core.execution import RunContext, Task, blocked_line
+from xhelpers.core.feeding import Feeder
+from xhelpers.core.fingerprints import describe
+from xhelpers.core.pipeline import Pipeline, Registry, build, label
+from xhelpers.core.planning import PipelinePlan, RunOptions, failed_only, plan, plan_pipeline
 from xhelpers.core.provenance import GitProbe, run_members
-from xhelpers.core.records import lost_error, record_lost, submit_marked
+from xhelpers.core.records import lost_error, record_blocked, record_lost, submit_marked
 from xhelpers.core.summary import (
     BUSY,
     NOT_STARTED,
     QUEUED,
-    SKIPPED,
     STALE,
     SUCCESS,
     ExperimentOutcome,
     RunSummary,
 )
+from xhelpers.core.upstreams import Result, resolved
 from xhelpers.core.watchers import MakeProgress, RunWatcher
 from xhelpers.errors import BackendError, ConfigError, ExperimentDefinitionError
 
@@ -42,85 +45,6 @@ __all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "run_selecte
 
 logger = logging.getLogger(__name__)
 
-_RETRYABLE = (results.FAILED, results.INTERRUPTED)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """How to run, beyond the config: what the CLI's flags say."""
-
-    force: bool = False  # rerun done experiments from an empty folder
-    rerun_stale: bool = False  # rerun results whose definition changed
-    retry_failed: bool = False  # run only failed and interrupted experiments
-    backend: str | None = None  # None: "slurm" when config.slurm, else "local"
-    post_mortem: bool = False  # pdb at a failure (-j1)
-    progress: bool | None = None  # None: when stderr is a terminal
-    wait: bool = True  # False: submit, report, return (a backend that can detach)
-    patterns: tuple[str, ...] = ()  # as given, for the hints printed to the user
-
-
-def plan(
-    group: ParametrizedExperiments, names: Sequence[str], base: str, options: RunOptions
-) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
-    """Split selected names into what to run and {name: why not} for the rest.
-
-    What to run is (name, folder, fresh): fresh ones start from an empty folder (stale
-    results rerun on request: a changed definition must not resume old checkpoints).
-    """
-    to_run: list[tuple[str, str, bool]] = []
-    skip: dict[str, str] = {}
-    submitted: dict[str, str] = {}
-    experiments = group.experiments
-    heads = results.read_heads(base, names)
-    for name, (status, fp) in zip(names, heads, strict=True):
-        if status is None:
-            to_run.append((name, base + name, False))
-        elif status == results.DONE and not options.force:
-            if fp is not None and fp != fingerprint(experiments[name]):
-                if options.rerun_stale:
-                    to_run.append((name, base + name, True))
-                else:
-                    skip[name] = STALE
-            else:
-                skip[name] = SKIPPED
-        elif status in (results.RUNNING, results.SUBMITTED) and results.is_locked(base + name):
-            skip[name] = BUSY
-        elif status in (results.SUBMITTED, results.RUNNING):
-            # running with a free lock: its runner died, or its node under its SLURM job,
-            # which SLURM may have requeued
-            submitted[name] = base + name
-        else:
-            to_run.append((name, base + name, False))
-    if submitted:  # one query per backend for all of them, and only when there are any
-        queued = jobs.still_queued(_metafiles(submitted))  # none for metafiles without refs
-        for name, folder in submitted.items():
-            if name in queued:
-                skip[name] = QUEUED
-            else:  # its job is gone (cancelled, ended for good) or it had none: run it again
-                to_run.append((name, folder, False))
-        order = {name: i for i, name in enumerate(names)}  # run in selection order still
-        to_run.sort(key=lambda item: order[item[0]])
-    return to_run, skip
-
-
-def _failed_only(names: list[str], base: str) -> list[str]:
-    keep = []
-    orphans: dict[str, str] = {}  # running with a free lock
-    for name, (status, _) in zip(names, results.read_heads(base, names), strict=True):
-        if status in _RETRYABLE:
-            keep.append(name)
-        elif status == results.RUNNING and not results.is_locked(base + name):
-            keep.append(name)
-            orphans[name] = base + name
-    if orphans:  # a SLURM job requeued after its node died is queued, not to retry
-        queued = jobs.still_queued(_metafiles(orphans))  # none for metafiles without refs
-        keep = [name for name in keep if name not in queued]
-    return keep
-
-
-def _metafiles(folders: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    return {name: results.read_metafile(folder) or {} for name, folder in folders.items()}
-
 
 def run_selected(
     group: ParametrizedExperiments,
@@ -129,11 +53,13 @@ def run_selected(
     options: RunOptions,
     notifier: RunWatcher | None = None,
     make_progress: MakeProgress | None = None,
+    registry: Registry | None = None,
 ) -> RunSummary:
     """Run the selected ``names`` of ``group`` with the resolved ``config``.
 
     ``notifier`` (the run's Slack thread) and ``make_progress`` (the live line, shown
     when ``options.progress`` says so) are handed in: the core imports neither.
+    ``registry``: every defined group, where upstreams of other groups are found.
     """
     start = time.perf_counter()
     base = results.group_prefix(config.output_directory, group.name)
@@ -147,10 +73,25 @@ def run_selected(
                 usage=True,
             )
     if options.retry_failed:
-        names = _failed_only(names, base)
+        names = failed_only(names, base)
         if not names:
             logger.warning("nothing to retry: no selected experiment failed or was interrupted")
-    to_run, skip = plan(group, names, base, options)
+    pipeline = build(group, names, registry or {group.name: group})
+    tasks: list[Task] | None = None
+    pulled: list[str] = []  # upstreams run for the selection, as the run names them
+    if pipeline is None:
+        to_run, skip = plan(group, names, base, options)
+    else:
+        steps = plan_pipeline(pipeline, names, str(config.output_directory), options)
+        skip = steps.skip
+        to_run = [(step.label, step.folder, step.fresh) for step in steps.steps]
+        tasks = _pipeline_tasks(pipeline, steps, config, options)
+        chosen = set(names)
+        pulled = [
+            step.label
+            for step in steps.steps
+            if step.key[0] != group.name or step.key[1] not in chosen
+        ]
     done: dict[str, ExperimentOutcome] = {
         name: ExperimentOutcome(name, status, base + name) for name, status in skip.items()
     }
@@ -184,9 +125,12 @@ def run_selected(
                 f"{exc.strerror or exc}",
                 field="output_directory",
             ) from None
-        interrupted = _execute(group, to_run, config, options, done, notifier, make_progress)
+        interrupted = _execute(group, to_run, config, options, done, notifier, make_progress, tasks)
     outcomes = [done[n] for n in names]
-    return RunSummary(group.name, outcomes, time.perf_counter() - start, interrupted)
+    extra = [done[n] for n in pulled if n in done]
+    return RunSummary(
+        group.name, outcomes + extra, time.perf_counter() - start, interrupted, len(extra)
+    )
 
 
 def _check_path_lengths(group: str, names: Sequence[str], base: str) -> None:
@@ -235,6 +179,55 @@ def _tasks(
     return tasks
 
 
+def _pipeline_tasks(
+    pipeline: Pipeline, steps: PipelinePlan, config: BaseConfig, options: RunOptions
+) -> list[Task]:
+    """A pipeline's tasks, upstreams first: each with its placeholders answered by
+    :class:`Result` handles, its upstreams, and which of them run in this run."""
+    home = pipeline.home
+    running = {step.folder for step in steps.steps}
+    folders = steps.folders
+    handles: dict[tuple[str, str], Result] = {}
+
+    def handle(key: tuple[str, str]) -> Result:
+        found = handles.get(key)
+        if found is None:
+            found = handles[key] = Result(key[0], key[1], folders[key])
+        return found
+
+    tasks = []
+    for step in steps.steps:
+        group_name, name = step.key
+        group = pipeline.groups[group_name]
+        fn = group.experiments[name]
+        try:
+            description, pass_config, own = describe(fn, config)
+        except ConfigError as exc:
+            raise ConfigError(f"experiment {step.label!r}: {exc}", field=exc.field) from None
+        if group_name != home and own is None and not isinstance(config, group.configcls):
+            own = group.configcls.with_updates(config)  # its own group's config class
+        answers: dict[Any, Any] = {}
+        for ph, keys in pipeline.answers.get(step.key, {}).items():
+            answers[ph] = [handle(k) for k in keys] if isinstance(keys, list) else handle(keys)
+        ups = pipeline.needs.get(step.key, [])
+        tasks.append(
+            Task(
+                name,
+                step.folder,
+                resolved(fn, answers) if answers else fn,
+                description,
+                pass_config,
+                own,
+                step.fresh or (options.force and group_name == home),
+                group.resources_of(name),
+                group=None if group_name == home else group_name,
+                upstreams=tuple((g, n, folders[(g, n)]) for g, n in ups),
+                after=tuple(folders[u] for u in ups if folders[u] in running),
+            )
+        )
+    return tasks
+
+
 def _execute(
     group: ParametrizedExperiments,
     to_run: list[tuple[str, str, bool]],
@@ -243,16 +236,20 @@ def _execute(
     done: dict[str, ExperimentOutcome],
     notifier: RunWatcher | None = None,
     make_progress: MakeProgress | None = None,
+    tasks: list[Task] | None = None,
 ) -> bool:
-    """Run ``to_run`` on the backend; fill ``done``; True if stopped by Ctrl-C."""
+    """Run ``to_run`` (or a pipeline's ``tasks``) on the backend; fill ``done``; True if
+    stopped by Ctrl-C."""
     backend_name = options.backend or ("slurm" if config.slurm else "local")
     backend_cls = get_backend(backend_name)
     git = GitProbe(os.getcwd())  # answers while the experiments are described
     try:
-        tasks = _tasks(group, to_run, config, options)
+        if tasks is None:
+            tasks = _tasks(group, to_run, config, options)
     except BaseException:
         git.close()
         raise
+    labels = {t.folder: label for (label, _, _), t in zip(to_run, tasks, strict=True)}
     if backend_name != "local" or not options.wait:  # tasks are pickled: no secrets there
         config = _without_token(config)
         tasks = [
@@ -290,25 +287,55 @@ def _execute(
     refs: dict[str, str] = {}  # task name -> its job's ref, as the backend handed it over
     try:
         with progress if progress is not None else nullcontext():
+            # A backend that does not chain gets a pipeline's tasks as their upstreams end.
+            feeder = None
+            if not backend.chains and any(t.after for t in tasks):
+                if not options.wait:
+                    raise BackendError(
+                        f"--no-wait: the {backend_name} backend cannot hold experiments back "
+                        "until their upstreams are done; run the pipeline waiting, or with "
+                        "--slurm",
+                        usage=True,
+                    )
+                feeder = Feeder(tasks, labels)
+            first = feeder.take_ready() if feeder is not None else tasks
             if backend.marks_submitted or backend.detached:  # locked, submitted, marked
-                refs, settled = submit_marked(backend, tasks, ctx)
+                refs, settled = submit_marked(backend, first, ctx)
                 for task, result in settled:  # running elsewhere, done meanwhile
-                    outcome = _record(Finished(task, result), ctx, backend, refs)
+                    outcome = _record(Finished(task, result), ctx, backend, refs, labels)
                     done[outcome.name] = outcome
                     if progress is not None and options.wait:
                         progress.update(outcome.status)
             else:
-                refs = {name: got.ref for name, got in backend.submit(tasks).items()}
+                refs = {name: got.ref for name, got in backend.submit(first).items()}
             if not options.wait:
                 _tell_queued(group.name, backend, refs, options.patterns)
             else:
+                fed = 0  # tasks submitted while reports were read, not reported yet
                 while True:
                     try:
+                        reported = 0
                         for report in backend.reports():
-                            outcome = _record(report, ctx, backend, refs)
+                            reported += 1
+                            outcome = _record(report, ctx, backend, refs, labels)
                             done[outcome.name] = outcome
                             if progress is not None:
                                 progress.update(outcome.status)
+                            if feeder is not None:
+                                for blocked in feeder.ended(report.task, outcome.status, ctx):
+                                    done[blocked.name] = blocked
+                                    if progress is not None:
+                                        progress.update(blocked.status)
+                                fed = max(0, fed - 1) if report.task.after else fed
+                                ready = feeder.take_ready()
+                                if ready and not interrupted:
+                                    got = backend.submit(ready)
+                                    refs.update((n, g.ref) for n, g in got.items())
+                                    fed += len(ready)
+                        # A backend whose reports() ended before it saw what was fed
+                        # during it is asked again, as long as it reports something.
+                        if fed and reported and not interrupted:
+                            continue
                         break
                     except KeyboardInterrupt:
                         interrupted = True
@@ -359,14 +386,26 @@ def _tell_queued(
 
 
 def _record(
-    report: Report, ctx: RunContext, backend: Backend, refs: Mapping[str, str]
+    report: Report,
+    ctx: RunContext,
+    backend: Backend,
+    refs: Mapping[str, str],
+    labels: Mapping[str, str] | None = None,
 ) -> ExperimentOutcome:
-    """The outcome of a report; a lost task's metafile is written here, by the core."""
+    """The outcome of a report; a lost task's metafile is written here, by the core.
+
+    ``labels``: how the run names tasks of other groups than its own (``group:name``).
+    """
     task = report.task
+    shown = labels.get(task.folder, task.name) if labels else task.name
     if isinstance(report, Finished):
         r = report.result
-        return ExperimentOutcome(task.name, r.status, task.folder, r.duration, r.error)
+        return ExperimentOutcome(shown, r.status, task.folder, r.duration, r.error)
     ref = refs.get(task.name) if backend.marks_submitted else None
+    if ref is not None and task.after:  # a job its dependencies may have kept from running
+        by = _not_succeeded(task, ctx.group)
+        if by and record_blocked(task, ctx, by):
+            return ExperimentOutcome(shown, results.BLOCKED, task.folder, None, blocked_line(by))
     if ref is not None:  # a job that ended without a result: its backend's state says why
         ended = report.state
         word = ended.word if ended is not None else (report.why or "FAILED")
@@ -384,9 +423,18 @@ def _record(
         status = results.INTERRUPTED if report.why else results.FAILED
     if record_lost(task, ctx, report.pid, message, error, status, ref):
         if status == results.FAILED:
-            logger.error("[%s] %s", task.name, message)
-        return ExperimentOutcome(task.name, status, task.folder, None, message)
-    return _from_disk(task.name, task.folder)
+            logger.error("[%s] %s", shown, message)
+        return ExperimentOutcome(shown, status, task.folder, None, message)
+    return _from_disk(shown, task.folder)
+
+
+def _not_succeeded(task: Task, home: str) -> list[str]:
+    """Upstreams of ``task`` in this run whose metafile does not say success."""
+    return [
+        label((group, name), home)
+        for group, name, folder in task.upstreams
+        if folder in task.after and results.read_status(folder) != results.DONE
+    ]
 
 
 def _from_disk(name: str, folder: str) -> ExperimentOutcome:

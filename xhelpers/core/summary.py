@@ -25,12 +25,23 @@ STALE = "stale"  # done, but by a definition that has changed since; skipped
 BUSY = "running elsewhere"
 QUEUED = "queued"  # waiting or running on SLURM; a later run picks it up
 NOT_STARTED = "not started"
-_ORDER = (SUCCESS, SKIPPED, results.FAILED, results.INTERRUPTED, STALE, BUSY, QUEUED, NOT_STARTED)
+_ORDER = (
+    SUCCESS,
+    SKIPPED,
+    results.FAILED,
+    results.INTERRUPTED,
+    results.BLOCKED,  # not run: an upstream did not succeed
+    STALE,
+    BUSY,
+    QUEUED,
+    NOT_STARTED,
+)
 _WORDS = {
     SUCCESS: "succeeded",
     SKIPPED: "skipped",
     results.FAILED: "failed",
     results.INTERRUPTED: "interrupted",
+    results.BLOCKED: "blocked",
     STALE: "stale",
     BUSY: "running elsewhere",
     QUEUED: "queued",
@@ -57,6 +68,7 @@ class RunSummary:
     outcomes: list[ExperimentOutcome] = field(default_factory=list)
     duration: float = 0.0
     interrupted: bool = False  # the run itself was stopped (Ctrl-C)
+    upstream: int = 0  # of the outcomes, the last ones: upstreams the selection needed
 
     def __iter__(self) -> Iterator[ExperimentOutcome]:
         return iter(self.outcomes)
@@ -81,24 +93,28 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        """0: nothing failed; 1: something failed or was interrupted; 130: Ctrl-C."""
+        """0: nothing failed; 1: something failed, was interrupted or blocked; 130: Ctrl-C."""
         if self.interrupted:
             return 130
         counts = self.counts()
-        return 1 if counts[results.FAILED] or counts[results.INTERRUPTED] else 0
+        failed = counts[results.FAILED] or counts[results.INTERRUPTED] or counts[results.BLOCKED]
+        return 1 if failed else 0
 
     def headline(self) -> str:
         counts = self.counts()
         parts = [f"{counts[s]} {_WORDS[s]}" for s in _ORDER[:4]]
         parts += [f"{counts[s]} {_WORDS[s]}" for s in _ORDER[4:] if counts[s]]
-        return f"{self.group}: {', '.join(parts)} ({len(self)} selected, {self.duration:.1f}s)" + (
+        chosen = f"{len(self) - self.upstream} selected" + (
+            f" + {self.upstream} upstream" if self.upstream else ""
+        )
+        return f"{self.group}: {', '.join(parts)} ({chosen}, {self.duration:.1f}s)" + (
             " - stopped by Ctrl-C" if self.interrupted else ""
         )
 
     def __str__(self) -> str:
         lines = [self.headline()]
         for o in self.outcomes:
-            if o.status in (results.FAILED, results.INTERRUPTED):
+            if o.status in (results.FAILED, results.INTERRUPTED, results.BLOCKED):
                 lines.append(
                     f"  {o.status:<11} {o.name}: {o.error or o.status}  ({show_path(o.folder)})"
                 )

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from xhelpers.core.upstreams import Upstream
 from xhelpers.define.placeholders import template_fields
 from xhelpers.errors import ExperimentDefinitionError
 from xhelpers.framework import _name_problem
@@ -203,6 +204,16 @@ def _maker(
 
     if isinstance(fn, str):
         fn = Command(fn)
+    placed = {k: v for k, v in constants.items() if isinstance(v, Upstream) and "{" in v.pattern}
+    if placed:  # upstreams named after each experiment's own parameters: element-wise
+        plain = {k: v for k, v in constants.items() if k not in placed}
+        simple = _maker(fn, plain, keys)
+
+        def make(row: dict[str, Any]) -> Any:
+            fields = {**plain, **row}
+            return simple({**row, **{k: v.formatted(fields) for k, v in placed.items()}})
+
+        return make
     if isinstance(fn, Command):
         base = fn.with_params(**constants) if constants else fn
         return lambda row: base.with_params(**row).checked()

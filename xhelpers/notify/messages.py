@@ -30,8 +30,13 @@ MAX_MESSAGE_CHARS = 3000  # of log lines or summary per message (Slack truncates
 MAX_RECORD_CHARS = 500  # per log record
 MAX_LISTED = 20  # failures listed in the summary message
 
-_ICONS = {"success": ":white_check_mark:", "failed": ":x:"}
-_WORDS = {"success": "succeeded", "failed": "failed", "interrupted": "interrupted"}
+_ICONS = {"success": ":white_check_mark:", "failed": ":x:", "blocked": ":no_entry_sign:"}
+_WORDS = {
+    "success": "succeeded",
+    "failed": "failed",
+    "interrupted": "interrupted",
+    "blocked": "blocked (an upstream did not succeed)",
+}
 
 
 class SummaryLike(Protocol):
@@ -109,10 +114,15 @@ def summary_text(summary: SummaryLike) -> tuple[str, bool]:
     """The summary message (``str(summary)`` as the console shows it) and whether to broadcast."""
     counts = summary.counts()
     failed, interrupted = counts.get("failed", 0), counts.get("interrupted", 0)
+    blocked = counts.get("blocked", 0)
     if summary.interrupted:
         head = f":warning: *{summary.group}* stopped by Ctrl-C"
     elif failed:
         head = f":x: *{summary.group}* finished: {failed} failed"
+        if blocked:
+            head += f", {blocked} blocked"
+    elif blocked:
+        head = f":no_entry_sign: *{summary.group}* finished: {blocked} blocked"
     elif interrupted:
         head = f":warning: *{summary.group}* finished: {interrupted} interrupted"
     else:

@@ -45,7 +45,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = 0.25 if self.tty else interval
-        self.done = self.failed = self.interrupted = self.other = 0
+        self.done = self.failed = self.interrupted = self.blocked = self.other = 0
         # How many experiments run now, as the backend knows it (None: it cannot tell,
         # and as many as may run are shown while experiments are left).
         self.running: Callable[[], int | None] = lambda: None
@@ -74,6 +74,8 @@ class Progress:
             self.failed += 1
         elif status == results.INTERRUPTED:
             self.interrupted += 1
+        elif status == results.BLOCKED:
+            self.blocked += 1
         elif status != SKIPPED:
             self.other += 1
         self.tick(force=self.tty)
@@ -90,7 +92,7 @@ class Progress:
 
     # -- the line -----------------------------------------------------------------------
     def text(self) -> str:
-        finished = self.done + self.failed + self.interrupted + self.other
+        finished = self.done + self.failed + self.interrupted + self.blocked + self.other
         left = max(0, self.total - finished)
         known = self.running()
         running = min(self.jobs, left) if known is None else min(known, left)
@@ -100,6 +102,8 @@ class Progress:
             parts.append(f"{self.failed} failed")
         if self.interrupted:
             parts.append(f"{self.interrupted} interrupted")
+        if self.blocked:
+            parts.append(f"{self.blocked} blocked")
         parts += [
             f"{running} running",
             f"{left - running} left",

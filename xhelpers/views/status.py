@@ -18,6 +18,7 @@ from xhelpers.config import BaseConfig, resolve_config
 from xhelpers.core import jobs, results
 from xhelpers.core.fingerprints import fingerprint
 from xhelpers.core.logs import EXPERIMENT_LOG
+from xhelpers.core.planning import upstreams_changed
 from xhelpers.core.records import ref_of
 from xhelpers.core.summary import show_path
 
@@ -28,6 +29,7 @@ __all__ = [
     "FORMATS",
     "STATUS_ORDER",
     "UNKNOWN",
+    "WAITING",
     "StatusRow",
     "collect_results",
     "collect_status",
@@ -43,13 +45,16 @@ __all__ = [
 DONE, PENDING, STALE = "done", "pending", "stale"
 UNREADABLE = "unreadable"  # a metafile that is there but not JSON: a run redoes it
 UNKNOWN = "unknown"  # its job's backend is not installed here: nobody can say
+WAITING = "waiting"  # submitted, held by its backend until its upstreams succeed
 STATUS_ORDER = (
     DONE,
     STALE,
     results.FAILED,
     results.INTERRUPTED,
+    results.BLOCKED,
     results.RUNNING,
     results.SUBMITTED,
+    WAITING,
     PENDING,
     UNREADABLE,
     UNKNOWN,
@@ -86,7 +91,13 @@ def _error_line(meta: Mapping[str, Any]) -> str | None:
     return f"{kind}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str) -> StatusRow:
+def _row(
+    name: str,
+    folder: str,
+    meta: Mapping[str, Any] | None,
+    current_fp: str,
+    seen: dict[str, dict[str, Any] | None] | None = None,
+) -> StatusRow:
     if meta is None:
         if os.path.exists(f"{folder}/{results.METAFILE}"):  # there, but not JSON we can read
             return StatusRow(name, UNREADABLE, error="metafile.json is not readable JSON")
@@ -97,6 +108,8 @@ def _row(name: str, folder: str, meta: Mapping[str, Any] | None, current_fp: str
     if status == results.DONE:
         fp = meta.get("fingerprint")
         status = STALE if fp is not None and fp != current_fp else DONE
+        if status == DONE and "upstreams" in meta and upstreams_changed(folder, None, seen, meta):
+            status = STALE  # an upstream was rerun (or is gone) since this result
     named = ref_of(meta)
     where = named[1] if named else meta.get("host")
     return StatusRow(
@@ -125,12 +138,19 @@ def collect_status(
     base = _base(group, _resolve(group, config, config_file))
     experiments = group.experiments
     rows = []
+    seen: dict[str, dict[str, Any] | None] = {}  # upstream metafiles, each read once
+    keep = bool(group.upstreams)  # (only a pipeline's: 100,000 metafiles weigh)
+    metas: dict[str, Mapping[str, Any]] = {}  # markers of jobs held for their upstreams
     asked: dict[str, tuple[str | None, str]] = {}  # name -> (backend, ref) of its job
     for name in names:
         folder = base + name
         meta = results.read_metafile(folder)
-        row = _row(name, folder, meta, fingerprint(experiments[name]))
+        if keep:  # an upstream's too, maybe: read once
+            seen[folder] = meta
+        row = _row(name, folder, meta, fingerprint(experiments[name]), seen)
         named = ref_of(meta) if meta else None
+        if meta is not None and "waits_for" in meta:
+            metas[name] = meta
         if (
             named is not None
             and meta is not None
@@ -154,9 +174,41 @@ def collect_status(
             elif row.name in answers.states:
                 label = answers.backends[row.name].label
                 row = _with_job_state(row, answers.states[row.name], label)
+                if row.status in (results.INTERRUPTED, results.FAILED):
+                    row = _blocked_if_upstream_failed(row, metas.get(row.name), base)
+                elif row.status == results.SUBMITTED and row.name in metas:
+                    row = _waiting_if_upstreams_not_done(row, metas[row.name])
             out.append(row)
         rows = out
     return rows
+
+
+def _blocked_if_upstream_failed(
+    row: StatusRow, meta: Mapping[str, Any] | None, base: str
+) -> StatusRow:
+    """A job that ended without running, held for upstreams one of which did not
+    succeed: SLURM cancelled it for its dependency (kill-on-invalid-dep), so blocked."""
+    waits = meta.get("waits_for") if meta else None
+    if not isinstance(waits, list):
+        return row
+    failed = [str(f) for f in waits if results.read_status(str(f)) != results.DONE]
+    if not failed:
+        return row
+    root = os.path.dirname(base.rstrip(os.sep))
+    names = [
+        f[len(base) :] if f.startswith(base) else os.path.relpath(f, root).replace(os.sep, ":", 1)
+        for f in failed
+    ]
+    why = f"Blocked: not run: its upstream {', '.join(names[:3])} did not succeed"
+    return replace(row, status=results.BLOCKED, error=why)
+
+
+def _waiting_if_upstreams_not_done(row: StatusRow, meta: Mapping[str, Any]) -> StatusRow:
+    """A queued job held for upstreams that have not all succeeded yet: waiting."""
+    waits = meta.get("waits_for")
+    if isinstance(waits, list) and any(results.read_status(str(f)) != results.DONE for f in waits):
+        return replace(row, status=WAITING)
+    return row
 
 
 def _with_job_state(row: StatusRow, job: JobStatus, label: str) -> StatusRow:
