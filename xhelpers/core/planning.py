@@ -188,7 +188,7 @@ def plan_pipeline(
         if why != SKIPPED or not pipeline.needs.get(key):
             continue
         if any(u in run for u in pipeline.needs[key]) or upstreams_changed(
-            folders[key], folders, seen
+            folders[key], folders, seen, own=key
         ):
             if options.rerun_stale:
                 del skip[name]
@@ -206,21 +206,27 @@ def upstreams_changed(
     folders: Mapping[Key, str] | None = None,
     seen: dict[str, dict[str, Any] | None] | None = None,
     meta: Mapping[str, Any] | None = None,
+    own: Key | None = None,
 ) -> list[str]:
     """The upstreams whose result is not the one the metafile at ``folder`` (``meta``,
     when read already) recorded using (rerun since, failed, or deleted): its result is
     stale then. ``seen`` caches upstream metafiles across calls (a stage shares them)."""
+    used: Any = None
     if meta is None:
-        meta = results.read_metafile(folder)
-    used = meta.get("upstreams") if meta else None
-    if meta is None or not isinstance(used, list):
+        # As execute writes it (a kwarg named "upstreams" shows as a repr string first).
+        found, used = results.read_member(folder, '"upstreams": [{"group": ')
+        if not found or not isinstance(used, list):
+            meta = results.read_metafile(folder)
+    if meta is not None:
+        used = meta.get("upstreams")
+    if not isinstance(used, list):
         return []
     changed = []
     for record in used:
         if not isinstance(record, dict):
             continue
         key = (str(record.get("group")), str(record.get("name")))
-        where = (folders or {}).get(key) or _sibling_folder(folder, meta, key)
+        where = (folders or {}).get(key) or _sibling_folder(folder, key, own)
         if not where:
             now = None
         elif seen is not None and where in seen:
@@ -239,10 +245,12 @@ def upstreams_changed(
     return changed
 
 
-def _sibling_folder(folder: str, meta: Mapping[str, Any], key: Key) -> str | None:
-    """The folder of upstream ``key`` of the experiment at ``folder``: same output
-    directory, found from the experiment's own group and name."""
-    own = f"{meta.get('group')}/{meta.get('name')}"
-    if not folder.endswith(own):
+def _sibling_folder(folder: str, key: Key, own: Key | None) -> str | None:
+    """The folder of upstream ``key`` of experiment ``own`` at ``folder``: in the same
+    output directory."""
+    if own is None:
         return None
-    return folder[: -len(own)] + f"{key[0]}/{key[1]}"
+    tail = f"{own[0]}/{own[1]}"
+    if not folder.endswith(tail):
+        return None
+    return folder[: -len(tail)] + f"{key[0]}/{key[1]}"

@@ -44,6 +44,7 @@ __all__ = [
     "now",
     "prepare_folder",
     "read_heads",
+    "read_member",
     "read_metafile",
     "read_own_metafile",
     "read_status",
@@ -358,6 +359,31 @@ def read_metafile(folder: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+_DECODER = json.JSONDecoder()
+
+
+def read_member(folder: str, marker: str) -> tuple[bool, Any]:
+    """The JSON value that follows the first ``marker`` in the metafile (``marker`` ends
+    with the key's ``": "``, and may also hold the start of the value itself), without
+    parsing the rest: (found, value). For checks over thousands of metafiles, which are
+    mostly the run's config. (False, None) when missing, unreadable, or not found: the
+    caller then parses the metafile whole, if it needs certainty.
+    """
+    try:
+        with open(os.path.join(folder, METAFILE), "rb") as f:
+            text = f.read().decode()
+    except (OSError, ValueError):
+        return False, None
+    at = text.find(marker)
+    if at < 0 or not text.endswith("}\n"):
+        return False, None
+    start = text.index(": ", at) + 2
+    try:
+        return True, _DECODER.raw_decode(text, start)[0]
+    except ValueError:
+        return False, None
 
 
 def standing(meta: Mapping[str, Any] | None, folder: str) -> str | None:

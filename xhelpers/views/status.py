@@ -108,7 +108,11 @@ def _row(
     if status == results.DONE:
         fp = meta.get("fingerprint")
         status = STALE if fp is not None and fp != current_fp else DONE
-        if status == DONE and "upstreams" in meta and upstreams_changed(folder, None, seen, meta):
+        if (
+            status == DONE
+            and "upstreams" in meta
+            and upstreams_changed(folder, None, seen, meta, (str(meta.get("group")), name))
+        ):
             status = STALE  # an upstream was rerun (or is gone) since this result
     named = ref_of(meta)
     where = named[1] if named else meta.get("host")
