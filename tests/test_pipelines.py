@@ -258,3 +258,49 @@ g = xh.ParametrizedExperiments("g", {
     out = run_py(tmp_path, "g", "--graph").stdout
     assert "g: 200 experiments in 2 stages, 100 edges" in out, out
     assert "train/* 100" in out and "eval/* 100; each uses 1 on average, from train/* (100)" in out
+
+
+def test_a_toml_file_declares_upstreams_for_its_commands(tmp_path: Path) -> None:
+    import sys
+
+    (tmp_path / "experiments.toml").write_text(
+        f"""
+[train]
+command = "echo lr={{lr}} > model.txt"
+name = "lr={{lr}}"
+grid = {{ lr = [0.1, 0.2] }}
+
+[evaluate]
+command = "cp {{model}}/model.txt seen.txt && echo {{lr}} > lr.txt"
+name = "lr={{lr}}"
+grid = {{ lr = [0.1, 0.2] }}
+upstream = {{ model = "train:lr={{lr}}" }}
+
+[report]
+command = "for d in {{runs}}; do cat $d/seen.txt; done > all.txt"
+name = "all"
+upstreams = {{ runs = "evaluate:*" }}
+"""
+    )
+    proc = __import__("subprocess").run(
+        [sys.executable, "-m", "xhelpers", "run", "experiments.toml", "report", "-j2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "(1 selected + 4 upstream" in proc.stdout, proc.stdout
+    seen = (tmp_path / "results/evaluate/lr=0.2/seen.txt").read_text()
+    assert seen == "lr=0.2\n"
+    assert (tmp_path / "results/report/all/all.txt").read_text() == "lr=0.1\nlr=0.2\n"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[g]\ncommand = "echo {m}"\nname = "x"\nupstream = { m = "nocolon" }\n')
+    proc = __import__("subprocess").run(
+        [sys.executable, "-m", "xhelpers", "run", "bad.toml", "-l"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and 'must be "group:name"' in proc.stderr, proc.stderr

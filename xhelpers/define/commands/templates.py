@@ -8,6 +8,7 @@ value fills its argument as it is.
 
 from __future__ import annotations
 
+import os
 import shlex
 import string
 from collections.abc import Collection, Iterable, Mapping
@@ -70,6 +71,10 @@ class _Quoting(string.Formatter):
         self.quote = quote
 
     def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, list) and value and all(isinstance(v, os.PathLike) for v in value):
+            # Several upstream results (xh.upstreams): their folders, one word each.
+            paths = [os.fspath(v) for v in value]
+            return " ".join(shlex.quote(p) if self.quote else p for p in paths)
         text = format(value, format_spec)
         return shlex.quote(text) if self.quote else text
 

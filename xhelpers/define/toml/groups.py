@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from xhelpers.core.upstreams import Upstream
 from xhelpers.define.commands import ENV_VALUE_TYPES, Command, bad_timeout
 from xhelpers.define.commands.templates import FORMAT_ERRORS, PLACEHOLDERS, braced
 from xhelpers.define.grids import Fixed, grid, render_name
@@ -27,6 +28,8 @@ GROUP_KEYS = (
     "default_args",
     "grid",
     "batch_args",
+    "upstream",
+    "upstreams",
     "env",
     "timeout",
     "shell",
@@ -100,6 +103,7 @@ class _GroupReader:
         fields = template_fields(template)
         for param in defaults:
             self._check_param(gname, ("default_args", param), param, fields)
+        defaults = {**defaults, **self._upstreams(gname, table, fields)}
 
         experiments: dict[str, Command] = {}
         origin: dict[str, Key] = {}
@@ -134,7 +138,11 @@ class _GroupReader:
                     f"uses {braced(unset)}, which neither default_args nor "
                     f"{show_key((gname, *where))} sets",
                 )
-            args = {k: Fixed(v) for k, v in defaults.items() if k not in gtable}
+            args = {
+                k: v if isinstance(v, Upstream) else Fixed(v)
+                for k, v in defaults.items()
+                if k not in gtable
+            }
             try:
                 made = grid(base, name_template, **args, **gtable)
             except ExperimentDefinitionError as exc:
@@ -190,11 +198,30 @@ class _GroupReader:
             raise self.file.error(name_key, str(exc)) from None
         except FORMAT_ERRORS as exc:
             raise self.file.error(name_key, f"cannot fill the name template: {exc}") from None
+        args = {k: v.formatted(args) if isinstance(v, Upstream) else v for k, v in args.items()}
         try:
             cmd = base.with_params(**args).checked()
         except ExperimentDefinitionError as exc:
             raise self.file.error((gname, "command"), str(exc)) from None
         return name, cmd, key
+
+    def _upstreams(self, gname: str, table: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+        """``upstream = { model = "train:lr={lr}" }``: template fields filled with the
+        folder of another experiment's result ("group:name"; ``upstreams``: every match,
+        their folders joined by spaces)."""
+        out: dict[str, Any] = {}
+        for key, many in (("upstream", False), ("upstreams", True)):
+            entries = self._typed(gname, table, key, dict, "a table") or {}
+            for param, ref in entries.items():
+                self._check_param(gname, (key, param), param, fields)
+                group, sep, pattern = ref.partition(":") if isinstance(ref, str) else ("", "", "")
+                if not (sep and group and pattern):
+                    raise self.file.error(
+                        (gname, key, param),
+                        f'must be "group:name" (e.g. "train:lr={{lr}}"), not {ref!r}',
+                    )
+                out[param] = Upstream(group, pattern, many=many)
+        return out
 
     def _grids(self, gname: str, table: dict[str, Any]) -> list[tuple[Key, dict[str, Any]]]:
         value = table.get("grid")
