@@ -3,8 +3,10 @@
 Times a full run call (select, resolve config, read every status, summarize) on a
 group whose experiments are all done, against checking the 100,000 metafiles with
 ``os.path.exists`` in a plain loop. Goal: ratio <= 3. Folders go to tmpfs.
+``--recorded arguments`` writes the fingerprints an xhelpers from before fingerprint
+scopes wrote (name and arguments only), as a tree looks just after an upgrade.
 
-    python benchmarks/skip_scan.py [--n 100000]
+    python benchmarks/skip_scan.py [--n 100000] [--recorded arguments]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--recorded", choices=["code", "arguments"], default="code")
     args = parser.parse_args()
     root = tempfile.mkdtemp(
         prefix="xh-scan-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -41,7 +44,7 @@ def main() -> None:
         for name in names:  # as xhelpers writes them: status, then the fingerprint
             folder = os.path.join(root, "scan", name)
             os.makedirs(folder)
-            fp = fingerprint(group.experiments[name])
+            fp = fingerprint(group.experiments[name], args.recorded)
             body = f'"fingerprint": "{fp}", "group": "scan", "duration": 0.1'
             with open(os.path.join(folder, METAFILE), "w") as f:
                 f.write(encode_metafile("success", body))

@@ -248,7 +248,8 @@ class Study:
         }
         env.update(
             PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
-            PYTHONPATH=str(self.folder),
+            # The study first; then what the suite runs under (a worktree's own xhelpers).
+            PYTHONPATH=os.pathsep.join([str(self.folder), *filter(None, [env.get("PYTHONPATH")])]),
             PYTHONUNBUFFERED="1",
             PYTHONDONTWRITEBYTECODE="1",
             COLUMNS="80",

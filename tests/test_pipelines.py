@@ -264,22 +264,22 @@ def test_a_toml_file_declares_upstreams_for_its_commands(tmp_path: Path) -> None
     import sys
 
     (tmp_path / "experiments.toml").write_text(
-        f"""
+        """
 [train]
-command = "echo lr={{lr}} > model.txt"
-name = "lr={{lr}}"
-grid = {{ lr = [0.1, 0.2] }}
+command = "echo lr={lr} > model.txt"
+name = "lr={lr}"
+grid = { lr = [0.1, 0.2] }
 
 [evaluate]
-command = "cp {{model}}/model.txt seen.txt && echo {{lr}} > lr.txt"
-name = "lr={{lr}}"
-grid = {{ lr = [0.1, 0.2] }}
-upstream = {{ model = "train:lr={{lr}}" }}
+command = "cp {model}/model.txt seen.txt && echo {lr} > lr.txt"
+name = "lr={lr}"
+grid = { lr = [0.1, 0.2] }
+upstream = { model = "train:lr={lr}" }
 
 [report]
-command = "for d in {{runs}}; do cat $d/seen.txt; done > all.txt"
+command = "for d in {runs}; do cat $d/seen.txt; done > all.txt"
 name = "all"
-upstreams = {{ runs = "evaluate:*" }}
+upstreams = { runs = "evaluate:*" }
 """
     )
     proc = __import__("subprocess").run(

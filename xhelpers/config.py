@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "FINGERPRINT_SCOPES",
     "RESOURCE_KEYS",
     "BaseConfig",
+    "FingerprintScope",
     "check_resources",
     "load_machine_values",
     "resolve_config",
@@ -39,6 +41,10 @@ _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key", re.IGNORECASE)
 
 _ConfigT = TypeVar("_ConfigT", bound="BaseConfig")
+
+# What a result's fingerprint covers, narrowest first (xhelpers.core.fingerprints).
+FingerprintScope = Literal["arguments", "code", "module", "git"]
+FINGERPRINT_SCOPES: tuple[FingerprintScope, ...] = ("arguments", "code", "module", "git")
 
 # Per-experiment resource settings: the ``slurm_<key>`` config fields, without prefix.
 RESOURCE_KEYS = (
@@ -140,6 +146,12 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     checkpoint_files: list[str] = Field(
         default_factory=lambda: ["*checkpoint*"],
         description="Patterns of files an experiment resumes from; listed in the metafile.",
+    )
+    fingerprint: FingerprintScope = Field(
+        "code",
+        description="What a result's fingerprint covers beyond function name and arguments: "
+        "'code' (the function's source, a command's {here} files), 'module' (its whole "
+        "file), 'git' (the repository's commit and uncommitted changes), 'arguments' (none).",
     )
     progress_interval_s: float = Field(
         30.0, gt=0, description="Seconds between progress lines when stderr is no terminal."

@@ -9,12 +9,13 @@ downstream whose upstreams changed since is stale.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.core import jobs, results
-from xhelpers.core.fingerprints import fingerprint
+from xhelpers.core.fingerprints import Fingerprints
 from xhelpers.core.pipeline import Key, Pipeline, label
 from xhelpers.core.summary import BUSY, NOT_STARTED, QUEUED, SKIPPED, STALE
 from xhelpers.errors import ExperimentDefinitionError
@@ -31,6 +32,8 @@ __all__ = [
     "plan_pipeline",
     "upstreams_changed",
 ]
+
+logger = logging.getLogger(__name__)
 
 _RETRYABLE = (results.FAILED, results.INTERRUPTED, results.BLOCKED)
 
@@ -51,23 +54,30 @@ class RunOptions:
 
 
 def plan(
-    group: ParametrizedExperiments, names: Sequence[str], base: str, options: RunOptions
+    group: ParametrizedExperiments,
+    names: Sequence[str],
+    base: str,
+    options: RunOptions,
+    fingerprints: Fingerprints | None = None,
 ) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
     """Split selected names into what to run and {name: why not} for the rest.
 
     What to run is (name, folder, fresh): fresh ones start from an empty folder (stale
     results rerun on request: a changed definition must not resume old checkpoints).
+    ``fingerprints``: the run's (at its config's scope), else at the default scope.
     """
     to_run: list[tuple[str, str, bool]] = []
     skip: dict[str, str] = {}
     submitted: dict[str, str] = {}
     experiments = group.experiments
+    fps = fingerprints if fingerprints is not None else Fingerprints()
+    narrower: dict[str, int] = {}  # scope -> results current when compared only there
     heads = results.read_heads(base, names)
     for name, (status, fp) in zip(names, heads, strict=True):
         if status is None:
             to_run.append((name, base + name, False))
         elif status == results.DONE and not options.force:
-            if fp is not None and fp != fingerprint(experiments[name]):
+            if fp is not None and not _current(fps, experiments[name], fp, base + name, narrower):
                 if options.rerun_stale:
                     to_run.append((name, base + name, True))
                 else:
@@ -91,7 +101,30 @@ def plan(
                 to_run.append((name, folder, False))
         order = {name: i for i, name in enumerate(names)}  # run in selection order still
         to_run.sort(key=lambda item: order[item[0]])
+    for scope, count in narrower.items():
+        logger.info(
+            "%d done result%s recorded at another fingerprint scope compared by %s only "
+            "(this run's scope: %s); --force reruns them to record it",
+            count,
+            "s" if count > 1 else "",
+            scope,
+            fps.scope,
+        )
     return to_run, skip
+
+
+def _current(fps: Fingerprints, fn: Any, head: str, folder: str, narrower: dict[str, int]) -> bool:
+    """Whether a done result is current; counts those compared at a narrower scope."""
+    scope: str | None = fps.head_scope(fn, head)
+    current = scope is not None
+    if scope is None:  # its head alone cannot tell: rare, so parsed
+        meta = results.read_metafile(folder)
+        if meta is None:
+            return False
+        current, scope = fps.compare(fn, meta)
+    if current and scope != fps.scope:
+        narrower[scope] = narrower.get(scope, 0) + 1
+    return current
 
 
 def failed_only(names: list[str], base: str) -> list[str]:
@@ -131,7 +164,11 @@ class PipelinePlan:
 
 
 def plan_pipeline(
-    pipeline: Pipeline, names: Sequence[str], output_directory: str, options: RunOptions
+    pipeline: Pipeline,
+    names: Sequence[str],
+    output_directory: str,
+    options: RunOptions,
+    fingerprints: Fingerprints | None = None,
 ) -> PipelinePlan:
     """Plan the selection ``names`` of the pipeline's home group with every upstream.
 
@@ -144,7 +181,7 @@ def plan_pipeline(
     prefixes = {g: results.group_prefix(output_directory, g) for g in pipeline.groups}
     folders = {key: prefixes[key[0]] + key[1] for key in pipeline.order}
     selected = {(home, n) for n in names}
-    to_run, skip = plan(pipeline.groups[home], names, prefixes[home], options)
+    to_run, skip = plan(pipeline.groups[home], names, prefixes[home], options, fingerprints)
     run: dict[Key, bool] = {(home, n): fresh for n, _, fresh in to_run}
     others: dict[str, list[str]] = {}
     for key in pipeline.order:
@@ -155,7 +192,7 @@ def plan_pipeline(
     not_now: set[Key] = set()
     for group, group_names in others.items():
         up_run, up_skip = plan(
-            pipeline.groups[group], group_names, prefixes[group], upstream_options
+            pipeline.groups[group], group_names, prefixes[group], upstream_options, fingerprints
         )
         for name, _, fresh in up_run:
             if options.no_upstream:

@@ -20,7 +20,7 @@ from xhelpers.config import BaseConfig
 from xhelpers.core import results
 from xhelpers.core.execution import RunContext, Task, blocked_line
 from xhelpers.core.feeding import Feeder
-from xhelpers.core.fingerprints import describe
+from xhelpers.core.fingerprints import Fingerprints, describe
 from xhelpers.core.pipeline import Pipeline, Registry, build, label
 from xhelpers.core.planning import PipelinePlan, RunOptions, failed_only, plan, plan_pipeline
 from xhelpers.core.provenance import GitProbe, run_members
@@ -76,16 +76,17 @@ def run_selected(
         names = failed_only(names, base)
         if not names:
             logger.warning("nothing to retry: no selected experiment failed or was interrupted")
+    fingerprints = Fingerprints(config.fingerprint)  # one per run: plan and describe agree
     pipeline = build(group, names, registry or {group.name: group})
     tasks: list[Task] | None = None
     pulled: list[str] = []  # upstreams run for the selection, as the run names them
     if pipeline is None:
-        to_run, skip = plan(group, names, base, options)
+        to_run, skip = plan(group, names, base, options, fingerprints)
     else:
-        steps = plan_pipeline(pipeline, names, str(config.output_directory), options)
+        steps = plan_pipeline(pipeline, names, str(config.output_directory), options, fingerprints)
         skip = steps.skip
         to_run = [(step.label, step.folder, step.fresh) for step in steps.steps]
-        tasks = _pipeline_tasks(pipeline, steps, config, options)
+        tasks = _pipeline_tasks(pipeline, steps, config, options, fingerprints)
         chosen = set(names)
         pulled = [
             step.label
@@ -125,7 +126,9 @@ def run_selected(
                 f"{exc.strerror or exc}",
                 field="output_directory",
             ) from None
-        interrupted = _execute(group, to_run, config, options, done, notifier, make_progress, tasks)
+        interrupted = _execute(
+            group, to_run, config, options, done, notifier, make_progress, tasks, fingerprints
+        )
     outcomes = [done[n] for n in names]
     extra = [done[n] for n in pulled if n in done]
     return RunSummary(
@@ -156,12 +159,14 @@ def _tasks(
     to_run: list[tuple[str, str, bool]],
     config: BaseConfig,
     options: RunOptions,
+    fingerprints: Fingerprints | None = None,
 ) -> list[Task]:
     tasks = []
+    fps = fingerprints if fingerprints is not None else Fingerprints(config.fingerprint)
     for name, folder, fresh in to_run:
         fn = group.experiments[name]
         try:
-            description, pass_config, own = describe(fn, config)
+            description, pass_config, own = describe(fn, config, fps)
         except ConfigError as exc:  # its partial binds config={...} with a bad field
             raise ConfigError(f"experiment {name!r}: {exc}", field=exc.field) from None
         tasks.append(
@@ -180,7 +185,11 @@ def _tasks(
 
 
 def _pipeline_tasks(
-    pipeline: Pipeline, steps: PipelinePlan, config: BaseConfig, options: RunOptions
+    pipeline: Pipeline,
+    steps: PipelinePlan,
+    config: BaseConfig,
+    options: RunOptions,
+    fingerprints: Fingerprints,
 ) -> list[Task]:
     """A pipeline's tasks, upstreams first: each with its placeholders answered by
     :class:`Result` handles, its upstreams, and which of them run in this run."""
@@ -201,7 +210,7 @@ def _pipeline_tasks(
         group = pipeline.groups[group_name]
         fn = group.experiments[name]
         try:
-            description, pass_config, own = describe(fn, config)
+            description, pass_config, own = describe(fn, config, fingerprints)
         except ConfigError as exc:
             raise ConfigError(f"experiment {step.label!r}: {exc}", field=exc.field) from None
         if group_name != home and own is None and not isinstance(config, group.configcls):
@@ -237,6 +246,7 @@ def _execute(
     notifier: RunWatcher | None = None,
     make_progress: MakeProgress | None = None,
     tasks: list[Task] | None = None,
+    fingerprints: Fingerprints | None = None,
 ) -> bool:
     """Run ``to_run`` (or a pipeline's ``tasks``) on the backend; fill ``done``; True if
     stopped by Ctrl-C."""
@@ -245,7 +255,7 @@ def _execute(
     git = GitProbe(os.getcwd())  # answers while the experiments are described
     try:
         if tasks is None:
-            tasks = _tasks(group, to_run, config, options)
+            tasks = _tasks(group, to_run, config, options, fingerprints)
     except BaseException:
         git.close()
         raise

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from xhelpers.backends import JobState, JobStatus
 from xhelpers.config import BaseConfig, resolve_config
 from xhelpers.core import jobs, results
-from xhelpers.core.fingerprints import fingerprint
+from xhelpers.core.fingerprints import Fingerprints
 from xhelpers.core.logs import EXPERIMENT_LOG
 from xhelpers.core.planning import upstreams_changed
 from xhelpers.core.records import ref_of
@@ -95,7 +95,8 @@ def _row(
     name: str,
     folder: str,
     meta: Mapping[str, Any] | None,
-    current_fp: str,
+    fps: Fingerprints,
+    fn: Any,
     seen: dict[str, dict[str, Any] | None] | None = None,
 ) -> StatusRow:
     if meta is None:
@@ -106,8 +107,7 @@ def _row(
         return StatusRow(name, PENDING)
     status = str(results.standing(meta, folder))
     if status == results.DONE:
-        fp = meta.get("fingerprint")
-        status = STALE if fp is not None and fp != current_fp else DONE
+        status = DONE if fps.is_current(fn, meta) else STALE
         if (
             status == DONE
             and "upstreams" in meta
@@ -139,7 +139,9 @@ def collect_status(
 ) -> list[StatusRow]:
     """One row per selected experiment, in selection order; runs nothing."""
     names = group.select(*patterns)
-    base = _base(group, _resolve(group, config, config_file))
+    resolved = _resolve(group, config, config_file)
+    base = _base(group, resolved)
+    fps = Fingerprints(resolved.fingerprint)  # as a run with this config compares them
     experiments = group.experiments
     rows = []
     seen: dict[str, dict[str, Any] | None] = {}  # upstream metafiles, each read once
@@ -151,7 +153,7 @@ def collect_status(
         meta = results.read_metafile(folder)
         if keep:  # an upstream's too, maybe: read once
             seen[folder] = meta
-        row = _row(name, folder, meta, fingerprint(experiments[name]), seen)
+        row = _row(name, folder, meta, fps, experiments[name], seen)
         named = ref_of(meta) if meta else None
         if meta is not None and "waits_for" in meta:
             metas[name] = meta
@@ -269,7 +271,9 @@ def collect_results(
     what an experiment lacks is None.
     """
     names = group.select(*patterns)
-    base = _base(group, _resolve(group, config, config_file))
+    resolved = _resolve(group, config, config_file)
+    base = _base(group, resolved)
+    fps = Fingerprints(resolved.fingerprint)  # as a run with this config compares them
     rows = []
     for name in names:
         folder = base + name
@@ -277,7 +281,7 @@ def collect_results(
         meta = results.read_metafile(folder)
         row: dict[str, Any] = {
             "name": name,
-            "status": _row(name, folder, meta, fingerprint(fn)).status,
+            "status": _row(name, folder, meta, fps, fn).status,
         }
         params = _parameters(fn)
         row.update(params)

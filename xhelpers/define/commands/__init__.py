@@ -52,6 +52,7 @@ from xhelpers.define.commands.templates import (
     braced,
     check_params,
     check_splits,
+    named_files,
     render_command,
 )
 from xhelpers.define.placeholders import template_fields
@@ -81,8 +82,9 @@ class Command(functools.partial):  # type: ignore[type-arg]
     It is a ``functools.partial`` of :func:`command` with the template and parameters,
     so the metafile's ``function``/``arguments`` and the fingerprint describe it like
     any experiment (the fingerprint depends on the template and the parameters, not on
-    ``env``, ``timeout`` or ``shell``); calling it runs the command. It pickles (for
-    ``-jN`` under any start method and for SLURM).
+    ``env``, ``timeout`` or ``shell``, and on the files it names through ``{here}``:
+    :meth:`xh_code_files`); calling it runs the command. It pickles (for ``-jN`` under
+    any start method and for SLURM).
     """
 
     template: str
@@ -146,6 +148,11 @@ class Command(functools.partial):  # type: ignore[type-arg]
                 offending=missing,
             )
         return self
+
+    def xh_code_files(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """Its code, for fingerprints: the folder whose git repository holds it, and
+        (word, path) of the files its template names through ``{here}``."""
+        return self.here, named_files(self.template, self.here)
 
     def xh_validate(self) -> None:
         """Called when a group is defined: every field must be filled by then."""

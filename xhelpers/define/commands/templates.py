@@ -8,6 +8,7 @@ value fills its argument as it is.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import string
@@ -23,6 +24,7 @@ __all__ = [
     "braced",
     "check_params",
     "check_splits",
+    "named_files",
     "render_command",
 ]
 
@@ -93,3 +95,32 @@ def render_command(template: str, values: Mapping[str, Any], shell: bool) -> str
         raise ExperimentDefinitionError(
             f"command {template!r}: cannot fill it: {type(exc).__name__}: {exc}"
         ) from None
+
+
+@functools.lru_cache(maxsize=256)  # a grid is thousands of commands of one template
+def named_files(template: str, here: str) -> tuple[tuple[str, str], ...]:
+    """(word, path) of each file ``template`` names through ``{here}``, as its code.
+
+    A word counts when ``{here}`` is its only field (``{here}/train.py``), and so does
+    the value of an ``--option={here}/...`` word. Words without ``{here}`` are not
+    looked at: a command runs in the experiment's folder, so a relative path there
+    names the experiment's own files, and parameters or run-time placeholders name
+    data more often than code. Whether each path is a file is for the caller to see.
+    """
+    try:
+        words = shlex.split(template)
+    except ValueError:  # unbalanced quotes: the shell would say so when it runs
+        words = template.split()
+    named: dict[str, str] = {}
+    for word in words:
+        option, eq, value = word.partition("=")
+        for candidate in (word, value) if eq and option.startswith("-") else (word,):
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(candidate) if f is not None}
+                if fields != {"here"}:
+                    continue
+                path = candidate.format(here=here)
+            except FORMAT_ERRORS:
+                continue
+            named.setdefault(candidate, os.path.join(here, path))
+    return tuple(named.items())
