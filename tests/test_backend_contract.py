@@ -42,8 +42,14 @@ held = xh.ParametrizedExperiments("h", {
     f"w{i}": partial(ex.wait_for_file, started="started", release="../../../release",
                      timeout=150) for i in range(2)
 })
+pipe = xh.ParametrizedExperiments("p", {
+    "a": partial(ex.no_config, value=1),
+    "b": partial(ex.no_config, value=xh.upstream("p", "a")),
+    "c": ex.raises,
+    "d": partial(ex.no_config, value=xh.upstream("p", "c")),
+})
 if __name__ == "__main__" and sys.argv[1] == "api":  # api BACKEND GROUP JOBS wait|nowait
-    group = {"g": g, "h": held}[sys.argv[3]]
+    group = {"g": g, "h": held, "p": pipe}[sys.argv[3]]
     summary = group(backend=sys.argv[2], jobs=int(sys.argv[4]), wait=sys.argv[5] == "wait")
     sys.exit(summary.exit_code)
 """
@@ -258,3 +264,18 @@ def _read(path: Path) -> str:
 def test_garbage_refs_are_unknown_and_not_cancelled(backend: str) -> None:
     assert ask(backend, "states", GARBAGE) == dict.fromkeys(GARBAGE, "unknown")
     assert ask(backend, "cancel", GARBAGE) == dict.fromkeys(GARBAGE, False)
+
+
+# -- pipelines: upstreams first, a failed one blocks what needs it ------------------------
+def test_a_pipeline_runs_in_order_and_a_failure_blocks_only_its_downstream(
+    backend: str, tmp_path: Path
+) -> None:
+    proc = py(tmp_path, "api", backend, "p", "2", "wait")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    statuses = {n: meta(tmp_path / "results/p" / n)["status"] for n in "abcd"}
+    assert statuses == {"a": "success", "b": "success", "c": "failed", "d": "blocked"}
+    used = meta(tmp_path / "results/p/b")["upstreams"]
+    assert [(u["name"], u["ended"]) for u in used] == [
+        ("a", meta(tmp_path / "results/p/a")["ended"])
+    ]
+    assert meta(tmp_path / "results/p/d")["blocked_by"] == ["c"]

@@ -120,7 +120,10 @@ class Backend(ABC):
 
     The runner calls :meth:`submit`, then iterates :meth:`reports`. On Ctrl-C it calls
     :meth:`interrupt` and iterates :meth:`reports` again to collect what is left;
-    finally :meth:`close`. Tasks never started produce no report.
+    finally :meth:`close`. Tasks never started produce no report. A backend that does
+    not ``chain`` may get :meth:`submit` again from the body of that loop (a pipeline's
+    tasks, as their upstreams succeed): it reports those too, in the same iteration or
+    in the next one the runner starts when the first ends.
 
     With ``marks_submitted``, and for every :attr:`detached` submission, the runner holds
     every task's lock around :meth:`submit` and writes each ``submitted`` metafile before

@@ -339,8 +339,17 @@ def _execute(
                                 fed = max(0, fed - 1) if report.task.after else fed
                                 ready = feeder.take_ready()
                                 if ready and not interrupted:
-                                    got = backend.submit(ready)
-                                    refs.update((n, g.ref) for n, g in got.items())
+                                    if backend.marks_submitted:  # as the first ones went
+                                        more, settled = submit_marked(backend, ready, ctx)
+                                        refs.update(more)
+                                        for task, result in settled:
+                                            got_outcome = _record(
+                                                Finished(task, result), ctx, backend, refs, labels
+                                            )
+                                            done[got_outcome.name] = got_outcome
+                                    else:
+                                        got = backend.submit(ready)
+                                        refs.update((n, g.ref) for n, g in got.items())
                                     fed += len(ready)
                         # A backend whose reports() ended before it saw what was fed
                         # during it is asked again, as long as it reports something.
