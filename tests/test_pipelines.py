@@ -42,6 +42,14 @@ g = xh.ParametrizedExperiments("g", {
 """
 
 
+# train/lr=0.3 waits until the test writes tmp_path/release.
+GATED = PIPELINE.replace(
+    '**xh.grid(train, "train/lr={lr}", lr=[0.1, 0.2, 0.3]),',
+    '**xh.grid(train, "train/lr={lr}", lr=[0.1, 0.2]),\n'
+    '    "train/lr=0.3": partial(train, lr=0.3, gate="release"),',
+)
+
+
 def status(tmp_path: Path, name: str, group: str = "g") -> str:
     return str(meta(tmp_path / "results" / group / name)["status"])
 
@@ -121,11 +129,7 @@ def test_a_rerun_upstream_makes_its_downstreams_stale(tmp_path: Path) -> None:
 def test_a_downstream_starts_once_its_own_upstreams_are_done(tmp_path: Path) -> None:
     write_run_py(
         tmp_path,
-        PIPELINE.replace(
-            '**xh.grid(train, "train/lr={lr}", lr=[0.1, 0.2, 0.3]),',
-            '**xh.grid(train, "train/lr={lr}", lr=[0.1, 0.2]),\n'
-            '    "train/lr=0.3": partial(train, lr=0.3, gate="release"),',
-        ),
+        GATED,
     )
     proc = popen_run_py(tmp_path, "g", "-j2")
     try:
@@ -144,11 +148,7 @@ def test_a_downstream_starts_once_its_own_upstreams_are_done(tmp_path: Path) -> 
 def test_a_killed_runner_loses_no_finished_upstream(tmp_path: Path) -> None:
     write_run_py(
         tmp_path,
-        PIPELINE.replace(
-            '**xh.grid(train, "train/lr={lr}", lr=[0.1, 0.2, 0.3]),',
-            '**xh.grid(train, "train/lr={lr}", lr=[0.1, 0.2]),\n'
-            '    "train/lr=0.3": partial(train, lr=0.3, gate="release"),',
-        ),
+        GATED,
     )
     proc = popen_run_py(tmp_path, "g", "-j2")
     try:

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from xhelpers.config import FINGERPRINT_SCOPES, BaseConfig, FingerprintScope
 
@@ -51,15 +51,23 @@ _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # as jso
 _takes_config: dict[Any, bool] = {}
 
 
-def _accepts_config(func: Callable[..., Any]) -> bool:
-    # A signature costs ~10 us; a sweep asks it of a few functions thousands of times.
+_T = TypeVar("_T")
+
+
+def _once(cache: dict[Any, _T], func: Any, compute: Callable[[Any], _T]) -> _T:
+    """``compute(func)`` once per function object in this process: a sweep is thousands
+    of partials of a few functions, and what is asked of each never changes."""
     try:
-        return _takes_config[func]
+        return cache[func]
     except KeyError:
-        answer = _takes_config[func] = _reads_config(func)
-        return answer
+        value = cache[func] = compute(func)
+        return value
     except TypeError:  # an unhashable callable
-        return _reads_config(func)
+        return compute(func)
+
+
+def _accepts_config(func: Callable[..., Any]) -> bool:
+    return _once(_takes_config, func, _reads_config)  # (a signature costs ~10 us)
 
 
 def _reads_config(func: Callable[..., Any]) -> bool:
@@ -348,15 +356,7 @@ _module_digests: dict[Any, str] = {}
 
 
 def _code_digest(func: Any) -> str:
-    # Per function object, for the process: the code a function object runs never
-    # changes, and a sweep is thousands of partials of a few functions.
-    try:
-        return _code_digests[func]
-    except KeyError:
-        digest = _code_digests[func] = _digest_code(func)
-        return digest
-    except TypeError:  # an unhashable callable
-        return _digest_code(func)
+    return _once(_code_digests, func, _digest_code)  # a function object's code is fixed
 
 
 def _digest_code(func: Any) -> str:
@@ -415,13 +415,7 @@ def _source_folder(func: Any) -> str:
 
 
 def _module_digest(func: Any) -> str:
-    try:
-        return _module_digests[func]
-    except KeyError:
-        digest = _module_digests[func] = _digest_module(func)
-        return digest
-    except TypeError:  # an unhashable callable
-        return _digest_module(func)
+    return _once(_module_digests, func, _digest_module)
 
 
 def _digest_module(func: Any) -> str:
@@ -490,14 +484,7 @@ _qualnames: dict[Any, str] = {}
 
 
 def _cached_qualname(func: Any) -> str:
-    # A sweep is thousands of partials of a few functions: name each function once.
-    try:
-        return _qualnames[func]
-    except KeyError:
-        name = _qualnames[func] = qualname(func)
-        return name
-    except TypeError:  # an unhashable callable
-        return qualname(func)
+    return _once(_qualnames, func, qualname)
 
 
 _PLAIN = (str, int, float, bool, type(None))
