@@ -146,7 +146,7 @@ test-latest: slurm-start shells
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest
 
-# All five benchmarks (docs/guide/speed.md); slurm_submit.py needs a SLURM cluster
+# All seven benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
 # (bash scripts/local-slurm start) and is skipped, saying so, where sbatch is missing.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/local_overhead.py
@@ -154,8 +154,9 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/status_list.py
 	$(PY) benchmarks/pipeline_plan.py
-	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py; \
-	else echo "benchmarks/slurm_submit.py skipped: no sbatch (bash scripts/local-slurm start)"; fi
+	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py && \
+		$(PY) benchmarks/slurm_pipeline.py; \
+	else echo "benchmarks/slurm_*.py skipped: no sbatch (bash scripts/local-slurm start)"; fi
 
 clean:
 	rm -rf demo site .venvs .venv-latest .venv-uv .pytest_cache .mypy_cache .ruff_cache

@@ -61,10 +61,18 @@ _FINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, Job
 
 @dataclass(frozen=True, slots=True)
 class JobStatus:
-    """A job's normalized state and the backend's own word for it (``NODE_FAIL``)."""
+    """A job's normalized state and the backend's own word for it (``NODE_FAIL``).
+
+    ``blocked``: the job ended without ever running because a job it waited for (its
+    task's ``after``) did not succeed; the core records such a task ``blocked``, not
+    interrupted or failed. ``reason``: the backend's word for why, when it gives one
+    (SLURM: ``DependencyNeverSatisfied``).
+    """
 
     state: JobState
     raw: str = ""
+    reason: str = ""
+    blocked: bool = False
 
     @property
     def final(self) -> bool:

@@ -423,6 +423,8 @@ def _record(
     ref = refs.get(task.name) if backend.marks_submitted else None
     if ref is not None and task.after:  # a job its dependencies may have kept from running
         by = _not_succeeded(task, ctx.group)
+        if not by and report.state is not None and report.state.blocked:
+            by = [label((g, n), ctx.group) for g, n, f in task.upstreams if f in task.after]
         if by and record_blocked(task, ctx, by):
             return ExperimentOutcome(shown, results.BLOCKED, task.folder, None, blocked_line(by))
     if ref is not None:  # a job that ended without a result: its backend's state says why

@@ -228,6 +228,9 @@ def _with_job_state(row: StatusRow, job: JobStatus, label: str) -> StatusRow:
         return replace(row, status=results.SUBMITTED)
     if row.status != results.SUBMITTED:  # its runner or node died, and the job is gone
         return row
+    if job.blocked:  # never ran: a job it waited for did not succeed
+        why = f"Blocked: not run: an upstream did not succeed ({label}: {job.reason or job.word})"
+        return replace(row, status=results.BLOCKED, error=why)
     status = results.INTERRUPTED if job.state is JobState.CANCELLED else results.FAILED
     return replace(row, status=status, error=f"{label} job ended {job.word}")
 

@@ -7,6 +7,13 @@ became of each task. On the node, :class:`SlurmTask` calls the core's
 folder, logging and metafile, which also holds ``ref`` and ``slurm_job_id`` (the job
 id), ``node``, ``attempts`` and the paths of the task's submitit stdout/stderr files.
 
+Pipelines (``chains``): one submit() call gets every stage; tasks with ``after`` go in
+arrays held by SLURM dependencies on their upstreams' arrays, planned stage by stage
+by :mod:`~xhelpers.backends.slurm.chains`. A job ends non-zero when its experiment did
+not succeed (:mod:`~xhelpers.backends.slurm.job`), so SLURM cancels what depends on it
+(``--kill-on-invalid-dep=yes``); such a task is reported Lost with a ``blocked``
+status. A requeued upstream is pending, not failed: its downstreams keep waiting.
+
 The ``submitted`` marker (``marks_submitted``): the runner takes the lock of every task,
 calls :meth:`SlurmBackend.submit`, writes each task's ``submitted`` metafile with the
 job id it got back and only then releases the locks. A task that starts meanwhile
@@ -40,7 +47,10 @@ import json
 import logging
 import os
 import pickle
+import shlex
+import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -48,14 +58,14 @@ from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends.base import Backend, Finished, JobStatus, Lost, Report, Submitted
 from xhelpers.backends.slurm import source_pickle
+from xhelpers.backends.slurm.chains import Batch, Planner
 from xhelpers.backends.slurm.queue import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     _base_id,
     _one_line,
     cancel_jobs,
-    is_final,
-    job_states,
+    job_statuses,
     normalize,
     parse_sacct,
     query_states,
@@ -63,9 +73,9 @@ from xhelpers.backends.slurm.queue import (
     slurm_cancel,
     slurm_states,
 )
-from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters
+from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters, with_dependency
 from xhelpers.config import RESOURCE_KEYS, BaseConfig
-from xhelpers.core import execution
+from xhelpers.core import execution, results
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
 from xhelpers.errors import BackendError
 
@@ -93,6 +103,17 @@ SLURM_FOLDER = ".slurm"  # submitit's files: <output_directory>/<group>/.slurm/
 
 
 _RESULT_CHECK_S = 1.0  # result files are looked for this often (a listdir, no SLURM call)
+# What every job runs: submitit's runner, ending non-zero when the experiment did not
+# succeed, so that SLURM holds back (and cancels) what depends on it (see .job).
+_JOB_PYTHON = f"{shlex.quote(sys.executable)} -u -m xhelpers.backends.slurm.job"
+_BLOCKED = "never started: a job it depends on did not succeed (SLURM: {reason})"
+
+_node_status: str | None = None  # on the node: the status of the experiment this job ran
+
+
+def node_succeeded() -> bool:
+    """On the node, once the job's task returned: whether its experiment succeeded."""
+    return _node_status == results.DONE
 
 
 def _submitit() -> ModuleType:
@@ -138,7 +159,7 @@ class SlurmTask:
 
     def __call__(self) -> TaskResult:
         if self.result is not None:  # finished just before a signal requeued the job
-            return self.result
+            return self._finished(self.result)
         env = _submitit().JobEnvironment()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # requeued by SLURM itself
         self.attempt = max(self.attempt, restarts + 1)
@@ -159,7 +180,13 @@ class SlurmTask:
         if self.attempt > 1 and task.force:  # --force empties the folder once, not per attempt
             task = dataclasses.replace(task, force=False)
         self.result = execute(task, ctx)
-        return self.result
+        return self._finished(self.result)
+
+    @staticmethod
+    def _finished(result: TaskResult) -> TaskResult:
+        global _node_status
+        _node_status = result.status
+        return result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on USR2 (timeout, preemption): the job to requeue."""
@@ -207,6 +234,7 @@ class SlurmBackend(Backend):
     can_detach = True
     can_requeue = True
     marks_submitted = True
+    chains = True  # SLURM dependencies: see xhelpers.backends.slurm.chains
 
     def __init__(self, ctx: RunContext, *, jobs: int = 1) -> None:
         _submitit()  # a missing submitit is one line before anything is locked
@@ -247,24 +275,30 @@ class SlurmBackend(Backend):
     def submit(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
         """Submit as arrays; {name: job id and log files}. The caller holds the tasks'
         locks (``marks_submitted``). BackendError if sbatch fails, after withdrawing
-        whatever this call submitted."""
+        whatever this call submitted.
+
+        Tasks with ``after`` go in the same call: stage by stage, each downstream array
+        held by SLURM dependencies on the arrays submitted before it (see
+        :mod:`~xhelpers.backends.slurm.chains`)."""
         if not tasks:
             return {}
-        groups: dict[str, tuple[dict[str, Any], list[Task]]] = {}
+        resources: dict[str, dict[str, Any]] = {}
+        keys: dict[int, str] = {}
         for task in tasks:  # resources first: a bad setting fails before any sbatch
             res = self._resources(task)
             key = json.dumps(res, sort_keys=True, default=str)
-            groups.setdefault(key, (res, []))[1].append(task)
-        limit = self.max_array_size
-        batches = [
-            (res, group_tasks[i : i + limit])
-            for res, group_tasks in groups.values()
-            for i in range(0, len(group_tasks), limit)
-        ]
+            resources.setdefault(key, res)
+            keys[id(task)] = key
+        planner = Planner(tasks, lambda task: keys[id(task)], self.max_array_size)
         submitted: list[tuple[Task, str]] = []
+        batches = 0
         try:
-            for res, batch in batches:
-                submitted.extend(self._submit(res, batch))
+            for stage in planner.stages:
+                for batch in planner.batches(stage):
+                    ids = self._submit(resources[batch.key], batch)
+                    planner.place(batch, ids)
+                    submitted.extend(zip(batch.tasks, ids, strict=True))
+                    batches += 1
         except BaseException:
             if submitted:  # nothing may stay submitted: none of them is marked
                 self.withdraw([j for _, j in submitted])
@@ -273,39 +307,48 @@ class SlurmBackend(Backend):
             self.job_ids[task.name] = job_id
             self._pending[job_id] = task
         logger.info(
-            "submitted %d experiments as %d SLURM jobs/arrays: %s",
+            "submitted %d experiments as %d SLURM jobs/arrays in %d stage(s): %s",
             len(submitted),
-            len(batches),
+            batches,
+            len(planner.stages),
             " ".join(self.arrays),
         )
         return {
             task.name: Submitted(job_id, self._log_members(job_id)) for task, job_id in submitted
         }
 
-    def _executor(self, res: Mapping[str, Any]) -> Any:
+    def _executor(self, res: Mapping[str, Any], dependency: str = "") -> Any:
+        """An executor for ``res``: cached, or (with a dependency) made for one array."""
         key = json.dumps(res, sort_keys=True, default=str)
-        executor = self._executors.get(key)
+        executor = None if dependency else self._executors.get(key)
         if executor is None:
             try:
+                params = sbatch_parameters(res, self.ctx.group)
+                if dependency:
+                    params = with_dependency(params, dependency)
                 executor = _submitit().SlurmExecutor(
-                    folder=self.folder, max_num_timeout=int(res["max_requeues"])
+                    folder=self.folder, max_num_timeout=int(res["max_requeues"]), python=_JOB_PYTHON
                 )
-                executor.update_parameters(**sbatch_parameters(res, self.ctx.group))
+                executor.update_parameters(**params)
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(f"SLURM: {_one_line(str(exc))}") from None
-            self._executors[key] = executor
+            if not dependency:
+                self._executors[key] = executor
         return executor
 
-    def _submit(self, res: Mapping[str, Any], batch: list[Task]) -> list[tuple[Task, str]]:
+    def _submit(self, res: Mapping[str, Any], batch: Batch) -> list[str]:
         """One sbatch: an array (or a plain job for one task); job ids in task order."""
-        executor = self._executor(res)
+        executor = self._executor(res, batch.dependency)
         self.folder.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.folder))
-        calls = [SlurmTask(task, self.ctx, int(res["max_requeues"])) for task in batch]
+        calls = [SlurmTask(task, self.ctx, int(res["max_requeues"])) for task in batch.tasks]
         try:
             # submitit prints sbatch's stderr itself; the error we raise carries it.
             with contextlib.redirect_stderr(io.StringIO()):
-                jobs = executor.submit_array(calls)
+                if len(calls) == 1 and batch.indices is None:
+                    ids = [str(executor.submit_array(calls)[0].job_id)]
+                else:
+                    ids = self._submit_array(executor, calls, batch.indices)
         except _utils().FailedJobError as exc:
             self._remove_leftovers(before)
             raise BackendError(f"sbatch: {_one_line(str(exc))}") from None
@@ -313,9 +356,44 @@ class SlurmBackend(Backend):
             self._remove_leftovers(before)
             raise BackendError(f"sbatch: {type(exc).__name__}: {_one_line(str(exc))}") from None
         self.sbatch_calls += 1
-        ids = [str(job.job_id) for job in jobs]
         self.arrays.append(_base_id(ids[0]))
-        return list(zip(batch, ids, strict=True))
+        return ids
+
+    def _submit_array(
+        self, executor: Any, calls: list[SlurmTask], indices: list[int] | None
+    ) -> list[str]:
+        """submitit's array submission, with the job's program ours (submitit's own
+        array path drops the executor's ``python``) and any array indices (sparse ones
+        align a downstream array with its upstream for ``aftercorr``)."""
+        utils = _utils()
+        indices = list(range(len(calls))) if indices is None else indices
+        folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
+        timeout_min = executor.parameters.get("time", 5)
+        pickles = []
+        for call in calls:
+            delayed = utils.DelayedSubmission(call)
+            delayed.set_timeout(timeout_min, executor.max_num_timeout)
+            path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.dump(path)
+            pickles.append(path)
+        array = _submitit().SlurmExecutor(
+            folder=self.folder, max_num_timeout=executor.max_num_timeout, python=_JOB_PYTHON
+        )
+        array.update_parameters(**executor.parameters)
+        # map_count makes submitit name the logs per task (%A_%a); "array" then says which.
+        array.parameters["map_count"] = len(calls)
+        parallelism = min(len(calls), int(array.parameters.get("array_parallelism", 256)))
+        extra = dict(array.parameters.get("additional_parameters") or {})
+        extra["array"] = f"{_ranges(indices)}%{parallelism}"
+        array.parameters["additional_parameters"] = extra
+        first = array._submit_command(array._submitit_command_str)
+        ids = [f"{first.job_id}_{index}" for index in indices]
+        # Each task waits for its pickle (submitit's runner polls for it) and its lock.
+        for job_id, path in zip(ids, pickles, strict=True):
+            utils.JobPaths(self.folder, job_id=job_id, task_id=0).move_temporary_file(
+                path, "submitted_pickle"
+            )
+        return ids
 
     def _remove_leftovers(self, before: set[str]) -> None:
         """Delete the pickles and sbatch script a failed submission left behind."""
@@ -390,13 +468,19 @@ class SlurmBackend(Backend):
                 if job_id in self._pending:
                     yield self._report(job_id)
 
-    def _report(self, job_id: str, state: str | None = None) -> Report:
-        """The report of a job whose result file exists, or (state given) that ended without."""
+    def _report(self, job_id: str, status: JobStatus | None = None) -> Report:
+        """The report of a job whose result file exists, or (status given) that ended without."""
         task = self._pending.pop(job_id)
         self._ended.pop(job_id, None)
-        if state is not None:
-            logger.warning("[%s] SLURM job %s ended %s without a result", task.name, job_id, state)
-            return Lost(task, None, None, state, state=normalize(state))
+        if status is not None and status.blocked:
+            cause = _BLOCKED.format(reason=status.reason)
+            logger.info("[%s] SLURM job %s %s", task.name, job_id, cause)
+            return Lost(task, None, None, cause=cause, state=status)
+        if status is not None:
+            logger.warning(
+                "[%s] SLURM job %s ended %s without a result", task.name, job_id, status.raw
+            )
+            return Lost(task, None, None, status.raw, state=status)
         try:
             outcome, value = _utils().pickle_load(self._result_path(job_id))
         except Exception as exc:
@@ -430,23 +514,25 @@ class SlurmBackend(Backend):
         """
         self.sacct_calls += 1
         try:
-            states = job_states(self._pending)
+            states = job_statuses(self._pending)
         except BackendError as exc:
             logger.warning("cannot query SLURM job states (will retry): %s", exc)
             return
         with contextlib.suppress(OSError):  # make NFS revalidate the folder's entries
             os.utime(self.folder)
         for job_id in list(self._pending):
-            state = states.get(job_id)
-            if state is None or not is_final(state):
+            status = states.get(job_id)
+            if status is None or not status.final:
                 self._ended.pop(job_id, None)
                 continue
-            if self._result_path(job_id).exists():
+            if status.blocked:  # it never ran: no result can come
+                yield self._report(job_id, status)
+            elif self._result_path(job_id).exists():
                 yield self._report(job_id)
             elif job_id in self._ended:
-                yield self._report(job_id, state)
+                yield self._report(job_id, status)
             else:
-                self._ended[job_id] = state
+                self._ended[job_id] = status.raw
 
     def interrupt(self) -> None:
         """Stop waiting; the jobs keep running (cancel them with :meth:`cancel`)."""
@@ -473,3 +559,17 @@ class SlurmBackend(Backend):
     @classmethod
     def follow_hint(cls, handles: Sequence[str]) -> str | None:
         return f"squeue -j {','.join(handles)}" if handles else None
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """Array indices as sbatch's ``--array`` list: ``0-4,7,9-10``."""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for index in [*indices[1:], None]:
+        if index is not None and index == prev + 1:
+            prev = index
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if index is not None:
+            start = prev = index
+    return ",".join(parts)

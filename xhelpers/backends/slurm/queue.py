@@ -22,6 +22,7 @@ __all__ = [
     "cancel_jobs",
     "is_final",
     "job_states",
+    "job_statuses",
     "normalize",
     "parse_sacct",
     "parse_squeue",
@@ -105,25 +106,67 @@ def _base_id(job_id: str) -> str:
     return job_id.split("_", 1)[0]
 
 
-def parse_sacct(text: str, job_ids: Iterable[str] = ()) -> dict[str, str]:
-    """``sacct -n -P -X -o JobID,State`` output as {job id: state}; array ranges expanded.
+# A job SLURM cancelled because its dependency can never be satisfied (an upstream it
+# waits for with afterok/aftercorr failed; --kill-on-invalid-dep=yes): squeue's reason
+# for it. sacct says less: State ``CANCELLED`` (no "by <uid>": nobody asked) with
+# Reason ``Dependency`` (seen on 22.05), while a job scancel-ed while it waited for its
+# dependency reads ``CANCELLED by <uid>``. One cancelled at its submission, its upstream
+# failed already, reads Reason ``None`` in sacct: only squeue tells it (for MinJobAge).
+NEVER_SATISFIED = "DependencyNeverSatisfied"
 
-    An array none of whose tasks started is one record under its bare id (``123``);
-    each of ``job_ids`` not listed on its own gets that record's state.
+Record = tuple[str, str]  # (SLURM's state, its reason), of one job or array task
+
+
+def _parse_records(text: str, job_ids: Iterable[str], *, sacct: bool) -> dict[str, Record]:
+    """``JobID|State|Reason`` lines (sacct -P, squeue -o '%i|%T|%r') as records; array
+    ranges expanded, the reason optional.
+
+    In sacct, an array none of whose tasks started is one record under its bare id
+    (``123``): each of ``job_ids`` not listed on its own gets that record.
     """
-    states: dict[str, str] = {}
+    records: dict[str, Record] = {}
     for line in text.splitlines():
-        job, _, state = line.partition("|")
+        job, _, rest = line.partition("|")
         job = job.strip()
         if not job or "." in job:
             continue
-        state = state.split()[0] if state.split() else "UNKNOWN"  # "CANCELLED by 0"
+        state, _, reason = rest.partition("|")
+        words = state.split()  # "CANCELLED by 0"
+        state, reason = (words[0] if words else "UNKNOWN"), reason.strip()
+        if sacct and state == "CANCELLED" and len(words) == 1 and reason == "Dependency":
+            reason = NEVER_SATISFIED  # cancelled by SLURM itself while it waited: see above
         for one in _expand(job):
-            states[one] = state
+            records[one] = (state, reason)
     for job_id in job_ids:
-        if job_id not in states and _base_id(job_id) in states:
-            states[job_id] = states[_base_id(job_id)]
-    return states
+        if job_id not in records and _base_id(job_id) in records:
+            records[job_id] = records[_base_id(job_id)]
+    return records
+
+
+def parse_sacct(text: str, job_ids: Iterable[str] = ()) -> dict[str, str]:
+    """``sacct -n -P -X -o JobID,State[,Reason]`` output as {job id: state}; array
+    ranges expanded. An array none of whose tasks started is one record under its bare
+    id (``123``); each of ``job_ids`` not listed on its own gets that record's state.
+    """
+    return {job: state for job, (state, _) in _parse_records(text, job_ids, sacct=True).items()}
+
+
+def _bases(job_ids: Iterable[str]) -> list[str]:
+    return sorted({_base_id(j) for j in job_ids}, key=lambda b: (len(b), b))
+
+
+def _sacct_records(job_ids: Iterable[str]) -> dict[str, Record]:
+    """Records of the given jobs (``123`` or ``123_4``) from ONE ``sacct`` call; jobs it
+    does not know (yet) are missing."""
+    job_ids = list(job_ids)
+    bases = _bases(job_ids)
+    if not bases:
+        return {}
+    cmd = ["sacct", "-n", "-P", "-X", "-o", "JobID,State,Reason", "-j", ",".join(bases)]
+    proc = _run(cmd)
+    if proc.returncode != 0:
+        raise BackendError(f"sacct: {_one_line(proc.stderr) or 'failed'}")
+    return _parse_records(proc.stdout, job_ids, sacct=True)
 
 
 def query_states(job_ids: Iterable[str]) -> dict[str, str]:
@@ -131,42 +174,34 @@ def query_states(job_ids: Iterable[str]) -> dict[str, str]:
 
     Jobs sacct does not know (yet) are missing from the answer.
     """
-    job_ids = list(job_ids)
-    bases = sorted({_base_id(j) for j in job_ids}, key=lambda b: (len(b), b))
-    if not bases:
-        return {}
-    proc = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(bases)])
-    if proc.returncode != 0:
-        raise BackendError(f"sacct: {_one_line(proc.stderr) or 'failed'}")
-    return parse_sacct(proc.stdout, job_ids)
+    return {job: state for job, (state, _) in _sacct_records(job_ids).items()}
 
 
 def parse_squeue(text: str) -> dict[str, str]:
-    """``squeue -h -o '%i|%T'`` output as {job id: state}; array ranges expanded."""
-    states: dict[str, str] = {}
-    for line in text.splitlines():
-        job, _, state = line.partition("|")
-        state = state.strip()
-        for one in _expand(job.strip()):
-            states[one] = state or "UNKNOWN"
-    return states
+    """``squeue -h -o '%i|%T[|%r]'`` output as {job id: state}; array ranges expanded."""
+    return {job: state for job, (state, _) in _parse_records(text, (), sacct=False).items()}
 
 
 def queue_states(job_ids: Iterable[str]) -> dict[str, str]:
     """States ``squeue`` holds for the given jobs (ONE call); jobs it does not hold are
     missing from the answer. BackendError when the controller cannot be asked."""
+    return {job: state for job, (state, _) in _held(job_ids).items()}
+
+
+def _held(job_ids: Iterable[str]) -> dict[str, Record]:
+    """The records squeue holds of the given jobs (ONE call)."""
     job_ids = list(job_ids)
     by_job = _queue_records(job_ids)
     return {job_id: by_job[job_id] for job_id in job_ids if job_id in by_job}
 
 
-def _queue_records(job_ids: Iterable[str]) -> dict[str, str]:
+def _queue_records(job_ids: Iterable[str]) -> dict[str, Record]:
     """Every job and array task squeue holds of the given jobs' arrays (ONE call)."""
-    bases = sorted({_base_id(j) for j in job_ids}, key=lambda b: (len(b), b))
+    bases = _bases(job_ids)
     if not bases:
         return {}
     # -t all: with -j, squeue still hides ended jobs otherwise; -r: one line per task.
-    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(bases)]
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(bases)]
     proc = _run(cmd)
     if proc.returncode != 0:
         # A single id the controller has forgotten (older than MinJobAge) is an error to
@@ -174,26 +209,44 @@ def _queue_records(job_ids: Iterable[str]) -> dict[str, str]:
         if "Invalid job id specified" in proc.stderr:
             return {}
         raise BackendError(f"squeue: {_one_line(proc.stderr) or 'failed'}")
-    return parse_squeue(proc.stdout)
+    return _parse_records(proc.stdout, (), sacct=False)
 
 
-def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+def _merge_queue(records: dict[str, Record], queued: dict[str, Record]) -> None:
+    """Put squeue's word over sacct's where it knows more: a job sacct shows ended that
+    squeue holds in a state that may still run was requeued; an end both show gets
+    squeue's reason when that says the dependency can never be satisfied."""
+    for job_id, (state, reason) in queued.items():
+        known = records.get(job_id)
+        if (
+            known is None
+            or state not in TERMINAL_STATES
+            or (reason == NEVER_SATISFIED and known[0] == state)
+        ):
+            records[job_id] = (state, reason)
+
+
+def job_statuses(job_ids: Iterable[str]) -> dict[str, JobStatus]:
     """Where the given jobs stand: ONE ``sacct`` call and, only when it shows some of
     them ended, ONE ``squeue`` call for those.
 
     A job sacct shows ended that squeue still holds in a state that may run (PENDING
-    after a node failure or preemption, ...) was requeued: it gets squeue's state. Jobs
-    sacct does not know (yet) are missing. BackendError when sacct cannot be asked, or
-    squeue cannot be asked about jobs sacct shows ended: whether they end is not known.
+    after a node failure or preemption, ...) was requeued: it gets squeue's state. A job
+    SLURM cancelled because its dependency failed is ``blocked``. Jobs sacct does not
+    know (yet) are missing. BackendError when sacct cannot be asked, or squeue cannot be
+    asked about jobs sacct shows ended: whether they end is not known.
     """
     job_ids = list(job_ids)
-    states = query_states(job_ids)
-    ended = [job_id for job_id in job_ids if states.get(job_id) in TERMINAL_STATES]
+    records = _sacct_records(job_ids)
+    ended = [job_id for job_id in job_ids if records.get(job_id, ("",))[0] in TERMINAL_STATES]
     if ended:
-        for job_id, state in queue_states(ended).items():
-            if state not in TERMINAL_STATES:
-                states[job_id] = state
-    return states
+        _merge_queue(records, _held(ended))
+    return {job_id: normalize(*record) for job_id, record in records.items()}
+
+
+def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """:func:`job_statuses` as SLURM's state words."""
+    return {job_id: status.raw for job_id, status in job_statuses(job_ids).items()}
 
 
 def is_final(state: str | None) -> bool:
@@ -248,16 +301,21 @@ _NORMALIZED = {
 }
 
 
-def normalize(raw: str) -> JobStatus:
-    """A state from sacct or squeue as the seam's :class:`JobStatus` (raw word kept).
+def normalize(raw: str, reason: str = "") -> JobStatus:
+    """A state (and reason) from sacct or squeue as the seam's :class:`JobStatus` (raw
+    word kept).
 
     Any state that is not an end may still run: PENDING, REQUEUED, SUSPENDED,
-    REQUEUE_HOLD, ... are all pending.
+    REQUEUE_HOLD, ... are all pending. A job cancelled because its dependency can never
+    be satisfied is ``blocked``: it never ran (a pending one still waits for the
+    ``--kill-on-invalid-dep`` that every dependent array of the backend asks for).
     """
     state = _NORMALIZED.get(raw)
     if state is None:
         state = JobState.FAILED if raw in TERMINAL_STATES else JobState.PENDING
-    return JobStatus(state, raw)
+    if state is JobState.CANCELLED and reason == NEVER_SATISFIED:
+        return JobStatus(state, raw, reason, blocked=True)
+    return JobStatus(state, raw)  # other reasons (Dependency, BeginTime, ...) say nothing more
 
 
 _REF = re.compile(r"\d+(_\d+)?")
@@ -273,27 +331,25 @@ def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
     """
     asked = list(dict.fromkeys(refs))
     valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(ref)]
-    found: dict[str, str] = {}
+    found: dict[str, Record] = {}
     if valid:
         try:
-            found = query_states(valid)
+            found = _sacct_records(valid)
         except BackendError as exc:
             logger.info("%s; asking squeue only", exc)
-            found = queue_states(valid)
+            found = _held(valid)
         else:
-            ended = [ref for ref in valid if found.get(ref) in TERMINAL_STATES]
+            ended = [ref for ref in valid if ref in found and found[ref][0] in TERMINAL_STATES]
             missing = [ref for ref in valid if ref not in found]
             if ended or missing:
                 try:
-                    queued = queue_states(ended + missing)
+                    queued = _held(ended + missing)
                 except BackendError:
                     if ended:  # whether they end is not known
                         raise
                     queued = {}
-                for ref, state in queued.items():
-                    if ref not in found or state not in TERMINAL_STATES:
-                        found[ref] = state
-    return {ref: normalize(found[ref]) if ref in found else UNKNOWN_STATUS for ref in asked}
+                _merge_queue(found, queued)
+    return {ref: normalize(*found[ref]) if ref in found else UNKNOWN_STATUS for ref in asked}
 
 
 def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
@@ -308,9 +364,9 @@ def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
     if valid:
         held = _queue_records(valid)
         for ref in valid:
-            states = [held[ref]] if ref in held else []
+            states = [held[ref][0]] if ref in held else []
             if "_" not in ref:  # an array by its base id: any of its tasks
-                states += [s for job, s in held.items() if job.startswith(ref + "_")]
+                states += [s for job, (s, _) in held.items() if job.startswith(ref + "_")]
             if any(state not in TERMINAL_STATES for state in states):
                 live.append(ref)
     cancel_jobs(live)

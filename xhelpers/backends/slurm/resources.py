@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from xhelpers.config import RESOURCE_KEYS, BaseConfig, check_resources
+from xhelpers.errors import ConfigError
 
-__all__ = ["resource_defaults", "resources_for", "sbatch_parameters"]
+__all__ = ["resource_defaults", "resources_for", "sbatch_parameters", "with_dependency"]
 
 
 def resource_defaults(config: BaseConfig) -> dict[str, Any]:
@@ -49,6 +50,32 @@ def sbatch_parameters(res: Mapping[str, Any], job_name: str) -> dict[str, Any]:
     if res["additional_parameters"]:
         params["additional_parameters"] = dict(res["additional_parameters"])
     return params
+
+
+def with_dependency(params: Mapping[str, Any], dependency: str) -> dict[str, Any]:
+    """``params`` for an array held by ``dependency`` (a ``--dependency`` value), which
+    SLURM cancels once that can never be satisfied (``--kill-on-invalid-dep=yes``: a
+    failed upstream never leaves it pending forever).
+
+    A ``dependency`` of the user's own (``slurm_additional_parameters``) is kept: both
+    must hold. One with ``?`` (any of them) cannot be joined to ours: ConfigError.
+    """
+    out = dict(params)
+    extra = dict(out.get("additional_parameters") or {})
+    own = extra.pop("dependency", None)
+    if own:
+        if "?" in str(own):
+            raise ConfigError(
+                f"slurm_additional_parameters dependency={own!r} uses '?' (any of): it cannot "
+                "be combined with the dependencies of a pipeline's stages (all of)"
+            )
+        dependency = f"{dependency},{own}"
+    for key in ("kill_on_invalid_dep", "kill-on-invalid-dep"):
+        extra.pop(key, None)
+    extra["kill-on-invalid-dep"] = "yes"
+    out["additional_parameters"] = extra
+    out["dependency"] = dependency
+    return out
 
 
 def _sbatch_memory(gb: float) -> str:
