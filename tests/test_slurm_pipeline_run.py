@@ -102,3 +102,19 @@ def test_no_wait_pipeline_is_followed_from_another_process_until_done(
     assert meta(project / "results/g/best")["returned"] == 2.0
     again = _cli(project, "g", "best", "--slurm")
     assert again.returncode == 0 and "0 succeeded, 1 skipped" in again.stdout, again.stdout
+
+
+def test_dry_run_on_slurm_shows_the_arrays_and_their_dependencies(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    project = _project(tmp_path, slurm_cluster)
+    proc = _cli(project, "g", "-n", "--slurm")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "g: dry run (slurm): would run 8 and skip 0 of 8 selected" in out, out
+    assert "sbatch A1 (stage 0): an array of 3: train/lr=0.1 ... train/lr=0.3;" in out, out
+    assert "sbatch A2 (stage 1): an array of 3: eval/lr=0.1 ... eval/lr=0.3;" in out, out
+    assert "--dependency=aftercorr:A1" in out, out
+    assert "--dependency=afterok:A2_0:A2_1" in out and "--dependency=afterok:A2" in out, out
+    assert out.count("sbatch A") == 4, out  # best waits for two evals, all for the array
+    assert not (project / "results").exists()  # nothing submitted, nothing written

@@ -188,6 +188,11 @@ class Backend(ABC):
     def reports(self) -> Iterator[Report]:
         """Yield one report per started task as it ends."""
 
+    def preview(self, tasks: Sequence[Task]) -> list[str]:
+        """How :meth:`submit` would send ``tasks``, a line each (``--dry-run``); it
+        submits nothing. [] when there is nothing to say beyond the plan itself."""
+        return []
+
     def withdraw(self, refs: Sequence[str]) -> None:
         """Take back jobs :meth:`submit` just handed over, when the core could not
         record them: nothing may run unrecorded. Cancels them by default."""

@@ -41,7 +41,7 @@ from xhelpers.errors import BackendError, ConfigError, ExperimentDefinitionError
 if TYPE_CHECKING:
     from xhelpers.framework import ParametrizedExperiments
 
-__all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "run_selected"]
+__all__ = ["ExperimentOutcome", "RunOptions", "RunSummary", "plan", "preview", "run_selected"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,36 @@ def run_selected(
     return RunSummary(
         group.name, outcomes + extra, time.perf_counter() - start, interrupted, len(extra)
     )
+
+
+def preview(
+    group: ParametrizedExperiments,
+    names: list[str],
+    config: BaseConfig,
+    options: RunOptions,
+    registry: Registry | None = None,
+) -> list[str]:
+    """How the run's backend would submit what it would run (``--dry-run``): the tasks
+    planned and described as a run does, handed to :meth:`Backend.preview`; nothing is
+    submitted, locked or written."""
+    backend_name = options.backend or ("slurm" if config.slurm else "local")
+    base = results.group_prefix(config.output_directory, group.name)
+    fingerprints = Fingerprints(config.fingerprint)
+    pipeline = build(group, names, registry or {group.name: group})
+    if pipeline is None:
+        to_run, _ = plan(group, names, base, options, fingerprints)
+        tasks = _tasks(group, to_run, config, options, fingerprints)
+    else:
+        steps = plan_pipeline(pipeline, names, str(config.output_directory), options, fingerprints)
+        tasks = _pipeline_tasks(pipeline, steps, config, options, fingerprints)
+    if not tasks:
+        return []
+    root = results.real_root(config.output_directory)
+    backend = get_backend(backend_name)(RunContext(group.name, config, "", root=root))
+    try:
+        return backend.preview(tasks)
+    finally:
+        backend.close()
 
 
 def _check_path_lengths(group: str, names: Sequence[str], base: str) -> None:

@@ -96,6 +96,12 @@ def dry_run_text(
     )
     if not lines:
         return head
+    if backend != "local" and runs:
+        from xhelpers.core.runner import preview
+
+        submission = preview(group, names, config, options, registry)
+        if submission:
+            head += "\n" + "\n".join(f"  {line}" for line in submission)
     lines.sort(key=lambda line: (line[0], line[1] != "run"))
     staged = pipeline is not None
     if len(lines) <= MAX_LISTED:

@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shlex
 import sys
 import time
@@ -317,6 +318,29 @@ class SlurmBackend(Backend):
             task.name: Submitted(job_id, self._log_members(job_id)) for task, job_id in submitted
         }
 
+    def preview(self, tasks: Sequence[Task]) -> list[str]:
+        """The sbatch calls :meth:`submit` would make, one line each, stage by stage:
+        how many tasks, their resources and their --dependency. Job ids are not known
+        before submitting: arrays are named by their order (A1, A2, ...)."""
+        keys: dict[int, str] = {}
+        resources: dict[str, dict[str, Any]] = {}
+        for task in tasks:
+            res = self._resources(task)
+            key = json.dumps(res, sort_keys=True, default=str)
+            resources.setdefault(key, res)
+            keys[id(task)] = key
+        planner = Planner(tasks, lambda task: keys[id(task)], self.max_array_size)
+        lines = []
+        for number, batch, stage in _previewed(planner):
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(resources[batch.key].items()))
+            size = len(batch.tasks)
+            what = "a job" if size == 1 and batch.indices is None else f"an array of {size}"
+            first = batch.tasks[0].name + (f" ... {batch.tasks[-1].name}" if size > 1 else "")
+            named = re.sub(r"(?<=:)(\d+)", r"A\1", batch.dependency)
+            depends = f"; --dependency={named}" if named else ""
+            lines.append(f"sbatch A{number} (stage {stage}): {what}: {first}; {shown}{depends}")
+        return lines
+
     def _executor(self, res: Mapping[str, Any], dependency: str = "") -> Any:
         """An executor for ``res``: cached, or (with a dependency) made for one array."""
         key = json.dumps(res, sort_keys=True, default=str)
@@ -573,3 +597,19 @@ def _ranges(indices: Sequence[int]) -> str:
         if index is not None:
             start = prev = index
     return ",".join(parts)
+
+
+def _previewed(planner: Planner) -> Iterator[tuple[int, Batch, int]]:
+    """(number, batch, stage) of each sbatch the planner would have made, placed under
+    made-up job ids (1, 2_0, ...: shown as A1, A2_0) so later stages' dependencies can
+    name them."""
+    number = 0
+    for stage, tasks in enumerate(planner.stages):
+        for batch in planner.batches(tasks):
+            number += 1
+            if len(batch.tasks) == 1 and batch.indices is None:
+                planner.place(batch, [str(number)])
+            else:
+                indices = batch.indices or list(range(len(batch.tasks)))
+                planner.place(batch, [f"{number}_{i}" for i in indices])
+            yield number, batch, stage
