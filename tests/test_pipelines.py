@@ -304,3 +304,17 @@ upstreams = { runs = "evaluate:*" }
         timeout=60,
     )
     assert proc.returncode == 2 and 'must be "group:name"' in proc.stderr, proc.stderr
+
+
+def test_two_runners_on_one_pipeline_run_each_experiment_once(tmp_path: Path) -> None:
+    write_run_py(tmp_path, PIPELINE)
+    first = popen_run_py(tmp_path, "g", "-j2")
+    second = popen_run_py(tmp_path, "g", "best", "-j2")
+    outs = [p.communicate(timeout=120) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    for lr in (0.1, 0.2, 0.3):
+        assert runs(tmp_path, f"train/lr={lr}") == 1
+        assert meta(tmp_path / f"results/g/eval/lr={lr}")["runs"] == 1
+    again = run_py(tmp_path, "g", "-j2")  # whatever waited for the other runner runs now
+    assert again.returncode == 0 and status(tmp_path, "best") == "success", again.stdout
+    assert all(runs(tmp_path, f"train/lr={lr}") == 1 for lr in (0.1, 0.2, 0.3))
