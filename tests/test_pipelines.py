@@ -318,3 +318,28 @@ def test_two_runners_on_one_pipeline_run_each_experiment_once(tmp_path: Path) ->
     again = run_py(tmp_path, "g", "-j2")  # whatever waited for the other runner runs now
     assert again.returncode == 0 and status(tmp_path, "best") == "success", again.stdout
     assert all(runs(tmp_path, f"train/lr={lr}") == 1 for lr in (0.1, 0.2, 0.3))
+
+
+def test_ctrl_c_mid_pipeline_loses_nothing_and_the_next_run_continues(tmp_path: Path) -> None:
+    write_run_py(tmp_path, GATED)
+    proc = popen_run_py(tmp_path, "g", "-j2", start_new_session=True)
+    try:
+        wait_until(lambda: (tmp_path / "results/g/train/lr=0.3/started").exists(), 60, "the gate")
+        wait_until(lambda: status_or_none(tmp_path, "eval/lr=0.2") == "success", 60, "evals")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the runner and its workers
+        out, err = proc.communicate(timeout=60)
+    finally:
+        (tmp_path / "release").write_text("")
+    assert proc.returncode == 130, (out, err)
+    assert status(tmp_path, "train/lr=0.3") == "interrupted"
+    assert status(tmp_path, "eval/lr=0.3") == "blocked"  # an interrupted upstream blocks
+    assert status(tmp_path, "eval/lr=0.1") == "success"
+    again = run_py(tmp_path, "g", "-j2")
+    assert again.returncode == 0, again.stdout
+    assert "3 succeeded, 4 skipped" in again.stdout, again.stdout  # train 0.3, eval 0.3, best
+    assert runs(tmp_path, "train/lr=0.1") == 1 and runs(tmp_path, "train/lr=0.2") == 1
+
+
+def status_or_none(tmp_path: Path, name: str) -> str | None:
+    path = tmp_path / "results/g" / name / "metafile.json"
+    return str(json.loads(path.read_text())["status"]) if path.exists() else None
