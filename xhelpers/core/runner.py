@@ -20,9 +20,9 @@ from xhelpers.config import BaseConfig
 from xhelpers.core import results
 from xhelpers.core.execution import RunContext, Task, blocked_line
 from xhelpers.core.feeding import Feeder
-from xhelpers.core.fingerprints import Fingerprints, describe
-from xhelpers.core.pipeline import Pipeline, Registry, build, label
-from xhelpers.core.planning import PipelinePlan, RunOptions, failed_only, plan, plan_pipeline
+from xhelpers.core.fingerprints import Fingerprints
+from xhelpers.core.pipeline import Registry, build, label
+from xhelpers.core.planning import RunOptions, failed_only, plan, plan_pipeline
 from xhelpers.core.provenance import GitProbe, run_members
 from xhelpers.core.records import lost_error, record_blocked, record_lost, submit_marked
 from xhelpers.core.summary import (
@@ -34,7 +34,7 @@ from xhelpers.core.summary import (
     ExperimentOutcome,
     RunSummary,
 )
-from xhelpers.core.upstreams import Result, resolved
+from xhelpers.core.tasks import described, pipeline_tasks
 from xhelpers.core.watchers import MakeProgress, RunWatcher
 from xhelpers.errors import BackendError, ConfigError, ExperimentDefinitionError
 
@@ -86,7 +86,7 @@ def run_selected(
         steps = plan_pipeline(pipeline, names, str(config.output_directory), options, fingerprints)
         skip = steps.skip
         to_run = [(step.label, step.folder, step.fresh) for step in steps.steps]
-        tasks = _pipeline_tasks(pipeline, steps, config, options, fingerprints)
+        tasks = pipeline_tasks(pipeline, steps, config, options, fingerprints)
         chosen = set(names)
         pulled = [
             step.label
@@ -152,10 +152,10 @@ def preview(
     pipeline = build(group, names, registry or {group.name: group})
     if pipeline is None:
         to_run, _ = plan(group, names, base, options, fingerprints)
-        tasks = _tasks(group, to_run, config, options, fingerprints)
+        tasks = described(group, to_run, config, options, fingerprints)
     else:
         steps = plan_pipeline(pipeline, names, str(config.output_directory), options, fingerprints)
-        tasks = _pipeline_tasks(pipeline, steps, config, options, fingerprints)
+        tasks = pipeline_tasks(pipeline, steps, config, options, fingerprints)
     if not tasks:
         return []
     root = results.real_root(config.output_directory)
@@ -184,89 +184,6 @@ def _check_path_lengths(group: str, names: Sequence[str], base: str) -> None:
         )
 
 
-def _tasks(
-    group: ParametrizedExperiments,
-    to_run: list[tuple[str, str, bool]],
-    config: BaseConfig,
-    options: RunOptions,
-    fingerprints: Fingerprints | None = None,
-) -> list[Task]:
-    tasks = []
-    fps = fingerprints if fingerprints is not None else Fingerprints(config.fingerprint)
-    for name, folder, fresh in to_run:
-        fn = group.experiments[name]
-        try:
-            description, pass_config, own = describe(fn, config, fps)
-        except ConfigError as exc:  # its partial binds config={...} with a bad field
-            raise ConfigError(f"experiment {name!r}: {exc}", field=exc.field) from None
-        tasks.append(
-            Task(
-                name,
-                folder,
-                fn,
-                description,
-                pass_config,
-                own,
-                options.force or fresh,
-                group.resources_of(name),
-            )
-        )
-    return tasks
-
-
-def _pipeline_tasks(
-    pipeline: Pipeline,
-    steps: PipelinePlan,
-    config: BaseConfig,
-    options: RunOptions,
-    fingerprints: Fingerprints,
-) -> list[Task]:
-    """A pipeline's tasks, upstreams first: each with its placeholders answered by
-    :class:`Result` handles, its upstreams, and which of them run in this run."""
-    home = pipeline.home
-    running = {step.folder for step in steps.steps}
-    folders = steps.folders
-    handles: dict[tuple[str, str], Result] = {}
-
-    def handle(key: tuple[str, str]) -> Result:
-        found = handles.get(key)
-        if found is None:
-            found = handles[key] = Result(key[0], key[1], folders[key])
-        return found
-
-    tasks = []
-    for step in steps.steps:
-        group_name, name = step.key
-        group = pipeline.groups[group_name]
-        fn = group.experiments[name]
-        try:
-            description, pass_config, own = describe(fn, config, fingerprints)
-        except ConfigError as exc:
-            raise ConfigError(f"experiment {step.label!r}: {exc}", field=exc.field) from None
-        if group_name != home and own is None and not isinstance(config, group.configcls):
-            own = group.configcls.with_updates(config)  # its own group's config class
-        answers: dict[Any, Any] = {}
-        for ph, keys in pipeline.answers.get(step.key, {}).items():
-            answers[ph] = [handle(k) for k in keys] if isinstance(keys, list) else handle(keys)
-        ups = pipeline.needs.get(step.key, [])
-        tasks.append(
-            Task(
-                name,
-                step.folder,
-                resolved(fn, answers) if answers else fn,
-                description,
-                pass_config,
-                own,
-                step.fresh or (options.force and group_name == home),
-                group.resources_of(name),
-                group=None if group_name == home else group_name,
-                upstreams=tuple((g, n, folders[(g, n)]) for g, n in ups),
-                after=tuple(folders[u] for u in ups if folders[u] in running),
-            )
-        )
-    return tasks
-
-
 def _execute(
     group: ParametrizedExperiments,
     to_run: list[tuple[str, str, bool]],
@@ -285,7 +202,7 @@ def _execute(
     git = GitProbe(os.getcwd())  # answers while the experiments are described
     try:
         if tasks is None:
-            tasks = _tasks(group, to_run, config, options, fingerprints)
+            tasks = described(group, to_run, config, options, fingerprints)
     except BaseException:
         git.close()
         raise

@@ -1,0 +1,271 @@
+"""The pool of worker processes: our own, for the reasons the package says.
+
+Each worker leads its own process group, takes one task at a time (two when every
+experiment so far was short), and a guard process (the reaper) ends them all if this
+process dies. :class:`WorkerPool` is the pool half of
+:class:`~xhelpers.backends.local.LocalBackend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+from xhelpers.backends import reaper
+from xhelpers.backends.base import (
+    Finished,
+    Lost,
+    Report,
+)
+from xhelpers.backends.local.processes import killpg
+from xhelpers.backends.local.worker import worker_main
+from xhelpers.core.execution import RunContext, Task
+from xhelpers.core.logs import emit_forwarded
+
+__all__ = ["Worker", "WorkerPool"]
+
+logger = logging.getLogger(__name__)
+
+_BIG_TASK = 32 * 1024  # bytes; a larger task is only sent to an idle worker (no pipe deadlock)
+
+
+class Worker:
+    """One worker process, its pipe, and the tasks sent to it."""
+
+    __slots__ = ("conn", "fd", "inflight", "more", "pid", "proc", "retired", "sentinel", "since")
+
+    def __init__(self, proc: Any, conn: Connection) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.fd = conn.fileno()
+        self.sentinel: int = proc.sentinel
+        self.pid: int = proc.pid
+        self.inflight: deque[Task] = deque()
+        self.since = float("inf")  # when its current task started (inf: none yet reported)
+        self.retired = False  # told to exit: it takes no task any more
+        # "Is another message waiting?" in one syscall: Connection.poll builds a
+        # selector per call, which at thousands of short experiments shows.
+        self.more = select.poll()
+        self.more.register(self.fd, select.POLLIN)
+
+
+class WorkerPool:
+    """The worker pool's state and its loop; the backend that owns it sets both up."""
+
+    ctx: RunContext
+    jobs: int
+    ticker: Callable[[], None] | None
+    tick_interval: float
+    _mp: Any
+    _console_level: int
+    _pending: deque[Task]
+    _workers: list[Worker]
+    _poller: Any
+    _by_fd: dict[int, Worker]
+    _stopping: bool
+    _deadline: float | None
+    _done: int
+    _busy_time: float
+    _longest: float
+    _reaper: subprocess.Popen[bytes] | None
+    _refused: deque[Report]
+
+    def _spawn(self) -> Worker:
+        here, there = self._mp.Pipe()
+        # A forked worker inherits the runner's end of its own pipe and of every other
+        # worker's: closed there, so each sees EOF when the runner dies (spawn and
+        # forkserver children inherit nothing).
+        inherited = (
+            [here.fileno(), *(w.conn.fileno() for w in self._workers)]
+            if self._mp.get_start_method() == "fork"
+            else []
+        )
+        proc = self._mp.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(there, self.ctx, self._console_level, inherited),
+            name="xhelpers-worker",
+            daemon=False,
+        )
+        proc.start()
+        there.close()
+        pid = proc.pid
+        assert pid is not None  # started
+        try:  # also done by the child; whichever runs first wins the race
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        worker = Worker(proc, here)
+        self._workers.append(worker)
+        for fd in (worker.fd, worker.sentinel):
+            self._poller.register(fd, select.POLLIN)
+            self._by_fd[fd] = worker
+        self._guard(pid)
+        return worker
+
+    def _guard(self, pid: int) -> None:
+        """Tell the reaper (started with the first worker) to end ``pid``'s group if we die."""
+        try:
+            if self._reaper is None:
+                self._reaper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", reaper.__file__, str(os.getpid())],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            assert self._reaper.stdin is not None
+            self._reaper.stdin.write(b"%d\n" % pid)
+            self._reaper.stdin.flush()
+        except OSError as exc:  # workers then outlive a killed runner, as before
+            logger.debug("no reaper for the worker pool: %s", exc)
+
+    def _stop_reaper(self) -> None:
+        reaper_proc, self._reaper = self._reaper, None
+        if reaper_proc is None:
+            return
+        try:
+            assert reaper_proc.stdin is not None
+            reaper_proc.stdin.write(b"stop\n")
+            reaper_proc.stdin.close()
+            reaper_proc.wait(5.0)
+        except (OSError, subprocess.TimeoutExpired):
+            reaper_proc.kill()
+            reaper_proc.wait()
+
+    def _depth(self) -> int:
+        # Short experiments get a second one queued per worker, so no worker idles on
+        # the round trip. A queued task cannot be taken back, so this holds only while
+        # every experiment seen so far was short, and not near the end of the run.
+        if self._done < self.jobs or self._longest > 0.05:
+            return 1
+        if self._busy_time / self._done >= 0.005:
+            return 1
+        return 2 if len(self._pending) > 4 * self.jobs else 1
+
+    def _fill(self) -> None:
+        # A pipeline's runner submits more while reports are read, after idle workers may
+        # have been retired: those are replaced, never handed a task.
+        while self._pending and sum(not w.retired for w in self._workers) < self.jobs:
+            self._spawn()
+        depth = self._depth()
+        now = time.monotonic()
+        for worker in self._workers:
+            if worker.retired:
+                continue
+            # Queue behind a running task only when it started just now: one that has
+            # run for a while may be long, and what waits behind it waits for it.
+            limit = depth if now - worker.since < 0.002 else 1
+            while self._pending and len(worker.inflight) < limit:
+                try:
+                    data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # a lambda or an open file among its arguments
+                    task = self._pending.popleft()
+                    why = f"cannot be sent to a worker process: {type(exc).__name__}: {exc}"
+                    self._refused.append(Lost(task, None, None, cause=why))
+                    continue
+                if len(data) > _BIG_TASK and worker.inflight:
+                    break
+                try:
+                    worker.conn.send_bytes(data)
+                except OSError:  # it died; its sentinel will say so and requeue its tasks
+                    break
+                if not worker.inflight:
+                    worker.since = now
+                worker.inflight.append(self._pending.popleft())
+
+    def _pool(self) -> Iterator[Report]:
+        while True:
+            if not self._stopping:
+                self._fill()
+            while self._refused:
+                yield self._refused.popleft()
+            if not self._workers:
+                return
+            if self._stopping or not self._pending:  # before waiting: nothing else may come
+                for worker in self._workers:
+                    if not worker.inflight:
+                        self._retire(worker)
+            if self._stopping and self._deadline is not None and time.monotonic() > self._deadline:
+                self._kill_all()
+            timeout = self.tick_interval if self.ticker else None
+            if self._deadline is not None:
+                timeout = max(0.0, self._deadline - time.monotonic()) + 0.01
+            ready_list = self._poller.poll(None if timeout is None else timeout * 1000)
+            if self.ticker:
+                self.ticker()
+            for fd, _events in ready_list:
+                ready = self._by_fd.get(fd)
+                if ready is None or ready not in self._workers:
+                    continue
+                if fd == ready.fd:
+                    yield from self._drain(ready)
+                else:
+                    yield from self._reap(ready)
+
+    def _drain(self, worker: Worker) -> Iterator[Report]:
+        try:
+            while worker.more.poll(0):
+                kind, payload = pickle.loads(worker.conn.recv_bytes())
+                if kind == "log":
+                    emit_forwarded(payload)
+                    continue
+                task = worker.inflight.popleft()
+                if kind == "unreadable":  # it could not unpickle the task: nothing ran
+                    worker.since = time.monotonic()
+                    yield Lost(task, worker.pid, None, cause=payload)
+                    continue
+                worker.since = time.monotonic()  # the next queued task starts now
+                self._done += 1
+                self._busy_time += payload.duration or 0.0
+                self._longest = max(self._longest, payload.duration or 0.0)
+                yield Finished(task, payload)
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+            # The worker died mid-message; its sentinel reports it.
+            killpg(worker.pid, signal.SIGKILL)
+
+    def _reap(self, worker: Worker) -> Iterator[Report]:
+        yield from self._drain(worker)
+        worker.proc.join()
+        killpg(worker.pid, signal.SIGKILL)  # whatever the experiment started dies with it
+        self._workers.remove(worker)
+        self._forget(worker)
+        if worker.inflight:
+            lost = worker.inflight.popleft()
+            if not self._stopping:
+                self._pending.extendleft(reversed(worker.inflight))
+            why = "interrupted" if self._stopping else None
+            yield Lost(lost, worker.pid, worker.proc.exitcode, why)
+            if self._stopping:  # queued behind it, never started: Lost lets the runner check
+                for task in worker.inflight:
+                    yield Lost(task, worker.pid, worker.proc.exitcode, "interrupted")
+
+    def _forget(self, worker: Worker) -> None:
+        for fd in (worker.fd, worker.sentinel):
+            self._by_fd.pop(fd, None)
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(fd)
+        worker.conn.close()
+
+    def _retire(self, worker: Worker) -> None:
+        if worker.retired:
+            return
+        worker.retired = True
+        try:
+            worker.conn.send_bytes(pickle.dumps(None))
+        except OSError:
+            pass
+
+    def _kill_all(self) -> None:
+        for worker in self._workers:
+            killpg(worker.pid, signal.SIGKILL)
