@@ -14,6 +14,7 @@ from xhelpers.errors import XHelpersError
 from xhelpers.framework import ParametrizedExperiments
 
 if TYPE_CHECKING:  # type checkers see them as if imported here
+    from xhelpers.core.files import load, register_format, save
     from xhelpers.define.commands import command
     from xhelpers.define.grids import fixed, grid, zipped
     from xhelpers.define.toml import load_experiments
@@ -22,6 +23,9 @@ if TYPE_CHECKING:  # type checkers see them as if imported here
 # of them starts faster (PEP 562).
 _LAZY = {
     "command": "xhelpers.define.commands",
+    "load": "xhelpers.core.files",
+    "register_format": "xhelpers.core.files",
+    "save": "xhelpers.core.files",
     "fixed": "xhelpers.define.grids",
     "grid": "xhelpers.define.grids",
     "load_experiments": "xhelpers.define.toml",
@@ -58,8 +62,11 @@ __all__ = [
     "fixed",
     "framework",
     "grid",
+    "load",
     "load_experiments",
+    "register_format",
     "results",
+    "save",
     "typing",
     "upstream",
     "upstreams",

@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "ExperimentDefinitionError",
     "ExperimentFileError",
+    "FileFormatError",
     "PatternError",
     "ResultTreeError",
     "XHelpersError",
@@ -155,3 +156,12 @@ class CommandError(XHelpersError, RuntimeError):
         self.last_lines = list(last_lines)
         self.command = command
         self.timed_out = timed_out
+
+
+class FileFormatError(XHelpersError, ValueError):
+    """``xh.save``/``xh.load`` cannot handle a file: no format for its name, or the
+    library its format needs is not installed (the message says which to install)."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path

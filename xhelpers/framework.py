@@ -158,10 +158,7 @@ class ParametrizedExperiments:
             self.resources[pattern] = dict(settings)
         self.name = name
         self.experiments: dict[str, Callable[..., Any]] = dict(experiments)
-        # The results each experiment uses (xh.upstream placeholders), found once here.
-        self.upstreams: dict[str, tuple[Upstream, ...]] = {
-            n: found for n, fn in self.experiments.items() if (found := placeholders_in(fn))
-        }
+        self._upstreams: dict[str, tuple[Upstream, ...]] | None = None
         self.configcls = configcls
         self.description = description
         if register:
@@ -169,6 +166,19 @@ class ParametrizedExperiments:
 
     def __repr__(self) -> str:
         return f"ParametrizedExperiments({self.name!r}, <{len(self.experiments)} experiments>)"
+
+    @property
+    def upstreams(self) -> dict[str, tuple[Upstream, ...]]:
+        """{name: the upstream placeholders it binds} of the experiments that use any.
+
+        Found on first use (a run, a plan, a graph), not when the group is defined:
+        ``--help`` and completion of 10,000 experiments need none of it.
+        """
+        if self._upstreams is None:
+            self._upstreams = {
+                n: found for n, fn in self.experiments.items() if (found := placeholders_in(fn))
+            }
+        return self._upstreams
 
     def __len__(self) -> int:
         return len(self.experiments)
@@ -240,6 +250,18 @@ class ParametrizedExperiments:
         resolved = resolve_config(self.configcls, config_file=config_file, config=config)
         base = group_prefix(resolved.output_directory, self.name)
         return cancel({n: base + n for n in names})
+
+    def load(self, name: str, file: str, *, config: Any = None, config_file: Any = None) -> Any:
+        """A file of experiment ``name``'s folder, in the format its name says
+        (``group.load("C=1/fold=0", "scores.json")``; see :func:`xhelpers.load`)."""
+        from xhelpers.config import resolve_config
+        from xhelpers.core.files import load
+        from xhelpers.core.results import group_prefix
+
+        if name not in self.experiments:
+            raise self._no_match(name)
+        resolved = resolve_config(self.configcls, config_file=config_file, config=config)
+        return load(os.path.join(group_prefix(resolved.output_directory, self.name) + name, file))
 
     def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:
         """One dict per selected experiment: name, status, parameters, result fields."""

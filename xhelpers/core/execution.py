@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -264,6 +263,8 @@ class _RunningRecord:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.pid = os.getpid()  # a process forked from this one has no such thread
+        import threading  # (workers only: kept off start-up)
+
         self._lock = threading.Lock()
         self._due: tuple[float, str, str] | None = None  # (when, folder, text)
         threading.Thread(target=self._loop, name="xhelpers-running-record", daemon=True).start()

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import stat
-import subprocess
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -450,6 +449,8 @@ def _file_digest(path: str) -> str | None:
 def _git_state(folder: str) -> str | None:
     """The commit of the repository holding ``folder``, and a hash of its tracked
     changes when there are any; None outside a repository or before its first commit."""
+    import subprocess  # (only the git scope asks: the import is kept off start-up)
+
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--show-toplevel", "HEAD"],

@@ -14,10 +14,8 @@ points at the upstream's folder. The runner runs upstreams first (see
 from __future__ import annotations
 
 import functools
-import json
 import os
-import pickle
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,39 +133,28 @@ class Result:
         return self.folder / name
 
     def load(self, name: str) -> Any:
-        """A file of its folder: parsed JSON for ``.json``, unpickled for ``.pkl`` and
-        ``.pickle``, text for ``.txt``, ``.csv``, ``.log`` and ``.md``, else bytes."""
-        path = self.folder / name
-        suffix = path.suffix.lower()
-        if suffix == ".json":
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        if suffix in (".pkl", ".pickle"):
-            with open(path, "rb") as f:
-                return pickle.load(f)
-        if suffix in (".txt", ".csv", ".log", ".md"):
-            return path.read_text(encoding="utf-8")
-        return path.read_bytes()
+        """A file of its folder, in the format its name says (as :func:`xhelpers.load`)."""
+        from xhelpers.core.files import load
 
-
-def _values(fn: Any) -> Iterator[Any]:
-    """Every argument value bound by ``fn``'s partials, and the items of bound containers."""
-    while isinstance(fn, functools.partial):
-        for value in (*fn.args, *fn.keywords.values()):
-            yield value
-            if isinstance(value, (list, tuple)):
-                yield from value
-            elif isinstance(value, dict):
-                yield from value.values()
-        fn = fn.func
+        return load(self.folder / name)
 
 
 def placeholders_in(fn: Callable[..., Any]) -> tuple[Upstream, ...]:
-    """The upstream placeholders ``fn`` binds, in order, each once."""
-    if not isinstance(fn, functools.partial):
-        return ()
-    found = [v for v in _values(fn) if isinstance(v, Upstream)]
-    return tuple(dict.fromkeys(found))
+    """The upstream placeholders ``fn``'s partials bind (also inside a bound list, tuple
+    or dict), in order, each once. Asked of every experiment when its group is defined:
+    plain values are passed over by their type alone."""
+    found: list[Upstream] = []
+    while isinstance(fn, functools.partial):
+        for value in (*fn.args, *fn.keywords.values()):
+            kind = type(value)
+            if kind is Upstream:
+                found.append(value)
+            elif kind is list or kind is tuple:
+                found.extend(v for v in value if type(v) is Upstream)
+            elif kind is dict:
+                found.extend(v for v in value.values() if type(v) is Upstream)
+        fn = fn.func
+    return tuple(dict.fromkeys(found)) if found else ()
 
 
 def resolved(fn: Callable[..., Any], answers: Mapping[Upstream, Any]) -> Callable[..., Any]:
