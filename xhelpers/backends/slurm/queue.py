@@ -137,9 +137,13 @@ def _parse_records(text: str, job_ids: Iterable[str], *, sacct: bool) -> dict[st
             reason = NEVER_SATISFIED  # cancelled by SLURM itself while it waited: see above
         for one in _expand(job):
             records[one] = (state, reason)
+    # Only then: once some tasks are listed on their own, the bare id is the array's
+    # master record, which SLURM gives the state of one task (a COMPLETED one, say).
+    split = {one.split("_", 1)[0] for one in records if "_" in one}
     for job_id in job_ids:
-        if job_id not in records and _base_id(job_id) in records:
-            records[job_id] = records[_base_id(job_id)]
+        base = _base_id(job_id)
+        if job_id not in records and base in records and base not in split:
+            records[job_id] = records[base]
     return records
 
 
