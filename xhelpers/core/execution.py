@@ -325,19 +325,13 @@ def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> tuple[str
     None when the experiment is done: whoever made the folder or the lock file, another
     runner may have taken the lock first and finished it since we planned.
     """
-    runs = 1
     resumed: list[str] = []
     # Read even in a folder this process just made: another runner may have found it
     # made, taken the lock first, and run the experiment to its end since.
     previous = results.read_own_metafile(folder)
-    if previous is not None:
-        status = previous.get("status")
-        if status == results.DONE and not task.force:
-            return None
-        if status in (results.SUBMITTED, results.BLOCKED):  # markers: "runs" so far
-            runs = int(previous.get("runs") or 0) + 1
-        else:
-            runs = int(previous.get("runs") or 1) + 1
+    if previous is not None and previous.get("status") == results.DONE and not task.force:
+        return None
+    runs = results.runs_so_far(previous) + 1
     # Before anything in the folder changes: an upstream that is not there blocks it.
     used = _upstream_records(task, ctx) if task.upstreams else ""
     if existed or previous is not None:
@@ -418,10 +412,10 @@ def blocked_line(by: list[str]) -> str:
 
 
 def _record_blocked(task: Task, ctx: RunContext, by: list[str]) -> TaskResult:
-    previous = results.read_metafile(task.folder) or {}
-    runs = int(previous.get("runs") or 0)  # it did not run: the count stays
+    previous = results.read_metafile(task.folder)
     try:
-        if previous.get("status") != results.DONE:  # (forced): nothing ran, the result stays
+        if (previous or {}).get("status") != results.DONE:  # (forced): the result stays
+            runs = results.runs_so_far(previous)  # it did not run: the count stays
             results.write_metafile(task.folder, blocked_text(task, ctx, by, runs))
     except OSError as exc:
         return _refused(task, exc)

@@ -145,13 +145,7 @@ def record_submitted(
     job runs. ``members`` are the backend's extra members (its log files, say); the
     backend's name is the run's ``backend`` member.
     """
-    previous = results.read_metafile(task.folder)
-    runs = 0  # runs so far; execute counts this one on top
-    if previous is not None:
-        if previous.get("status") == results.SUBMITTED:
-            runs = int(previous.get("runs") or 0)
-        else:
-            runs = int(previous.get("runs") or 1)
+    runs = results.runs_so_far(results.read_metafile(task.folder))  # execute adds its own
     body = (
         f'{task.description}, "group": {json.dumps(ctx.group)}, '
         f'"name": {json.dumps(task.name)}, "submitted": "{results.now()}", '
@@ -220,7 +214,7 @@ def record_lost(
         if meta is None or (previous in (results.FAILED, results.INTERRUPTED) and not mine):
             # It died before its running record (written only after a moment): this
             # run's record, from what the runner knows of it.
-            runs = int(meta.get("runs") or 1) + 1 if meta is not None else 1
+            runs = results.runs_so_far(meta) + 1
             where = (
                 "" if pid is None else f'"host": {json.dumps(os.uname().nodename)}, "pid": {pid}, '
             )
@@ -264,9 +258,7 @@ def record_blocked(task: Task, ctx: RunContext, by: list[str]) -> bool:
         meta = results.read_metafile(task.folder) or {}
         if meta.get("status") == results.DONE:  # (forced): nothing ran, the result stays
             return False
-        runs = int(meta.get("runs") or 0) if meta else 0
-        if meta.get("status") not in (None, results.SUBMITTED, results.BLOCKED):
-            runs = int(meta.get("runs") or 1)
+        runs = results.runs_so_far(meta or None)
         results.write_metafile(task.folder, blocked_text(task, ctx, by, runs))
         return True
     except OSError:

@@ -49,6 +49,7 @@ __all__ = [
     "read_own_metafile",
     "read_status",
     "real_root",
+    "runs_so_far",
     "standing",
     "write_metafile",
 ]
@@ -384,6 +385,16 @@ def read_member(folder: str, marker: str) -> tuple[bool, Any]:
         return True, _DECODER.raw_decode(text, start)[0]
     except ValueError:
         return False, None
+
+
+def runs_so_far(meta: Mapping[str, Any] | None) -> int:
+    """How many runs a metafile counts: a marker (``submitted``, ``blocked``) holds the
+    runs before it; a run's own record counts itself (at least 1)."""
+    if meta is None:
+        return 0
+    if meta.get("status") in (SUBMITTED, BLOCKED):
+        return int(meta.get("runs") or 0)
+    return int(meta.get("runs") or 1)
 
 
 def standing(meta: Mapping[str, Any] | None, folder: str) -> str | None:
