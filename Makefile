@@ -146,13 +146,14 @@ test-latest: slurm-start shells
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest
 
-# All seven benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
+# All eight benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
 # (bash scripts/local-slurm start) and is skipped, saying so, where sbatch is missing.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/local_overhead.py
 	$(PY) benchmarks/skip_scan.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/status_list.py
+	$(PY) benchmarks/results_table.py
 	$(PY) benchmarks/pipeline_plan.py
 	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py && \
 		$(PY) benchmarks/slurm_pipeline.py; \

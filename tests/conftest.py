@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from slurm_support import slurm_cluster  # noqa: F401 - the fixture, for every test
 
 from xhelpers import framework
+from xhelpers.cli import build_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -31,6 +33,14 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 @pytest.fixture(params=["fork", "spawn"])
 def start_method(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """The CLI of the registered groups, in this process: (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(build_cli(), list(args), prog_name="run.py")
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
 
 
 def meta(folder: Path) -> dict[str, Any]:

@@ -186,3 +186,41 @@ def sum_of(*, data: Any) -> int:
 def evaluates(*, i: int, value: Any) -> int:
     """A downstream of a grid: element i uses upstream i."""
     return i
+
+
+def svc_accuracy(C: float, gamma: float, fold: int) -> float:
+    """A made-up accuracy, so tests compute the expected aggregates independently."""
+    return round(0.5 + 0.1 * C**0.5 - gamma + 0.01 * fold, 6)
+
+
+def svc(*, C: float, gamma: float, fold: int, fail_on: Any = None) -> dict[str, Any]:
+    acc = svc_accuracy(C, gamma, fold)
+    if fail_on == [C, gamma, fold]:
+        xh.save({"acc": 0.0}, "result.json")  # written before it fails: must not count
+        raise ValueError("diverged")
+    xh.save({"f1": acc - 0.1, "per_class": [acc, 1 - acc]}, "scores.json", result=True)
+    return {"acc": acc, "loss": float("nan") if fold == 2 else 1 - acc}
+
+
+def acc_of(C: float, gamma: float, fold: int) -> float:
+    """A deterministic score: up with C, down with gamma, spread over folds by gamma."""
+    return 0.5 + C / 1000 - gamma + fold * gamma / 5
+
+
+def accuracy(*, C: float, gamma: float, fold: int) -> dict[str, Any]:
+    return {"acc": acc_of(C, gamma, fold), "kernel": "rbf"}
+
+
+def accuracy_failing(*, C: float, gamma: float, fold: int) -> dict[str, Any]:
+    """As accuracy, but C=100, gamma=0.1, fold=2 writes its score, then fails."""
+    if (C, gamma, fold) == (100, 0.1, 2):
+        Path("result.json").write_text(json.dumps({"acc": acc_of(C, gamma, fold)}))
+        raise RuntimeError("diverged")
+    return accuracy(C=C, gamma=gamma, fold=fold)
+
+
+MODEL_ACC = {"svm": 0.8, "knn": 0.7, "tree": 0.6}
+
+
+def model_score(*, model: str, fold: int) -> dict[str, float]:
+    return {"acc": MODEL_ACC[model] + fold / 100}

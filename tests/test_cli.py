@@ -8,8 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import meta, run_py, write_run_py
+from conftest import invoke, meta, run_py, write_run_py
 from experiments import TConfig, logs_levels, no_config, raises, write_param
 
 import xhelpers as xh
@@ -27,13 +26,6 @@ def groups() -> None:
         configcls=TConfig,
     )
     xh.ParametrizedExperiments("other", {"bad": raises, "ok": no_config, "logs": logs_levels})
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(xh.cli.build_cli(), list(args), prog_name="run.py")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_top_help_lists_groups_with_counts(groups: None) -> None:
@@ -175,7 +167,7 @@ def test_real_run_py_subprocess(tmp_path: Path) -> None:
     [
         (["main", "-l", "--results"], "-l and --results cannot be combined"),
         (["main", "-l", "--force"], "--force runs experiments; -l runs none"),
-        (["main", "--format", "csv"], "--format applies to -l and --results only"),
+        (["main", "--format", "csv"], "--format applies to -l, --results and --diff only"),
         (["main", "--pdb", "-j2"], "--pdb needs -j1"),
     ],
 )

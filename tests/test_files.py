@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,10 +51,80 @@ def test_an_unknown_suffix_lists_the_known_ones(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("numpy") is not None, reason="numpy installed")
-def test_a_missing_optional_library_names_the_package(tmp_path: Path) -> None:
-    with pytest.raises(FileFormatError, match=r"\.npy files need numpy.*pip install numpy"):
-        xh.save([1, 2], tmp_path / "a.npy")
+@pytest.mark.parametrize(
+    ("name", "module", "package"),
+    [
+        ("a.npy", "numpy", "numpy"),
+        ("a.parquet", "pandas", "pandas pyarrow"),
+        ("a.parquet", "pyarrow", "pyarrow"),
+        ("a.yaml", "yaml", "pyyaml"),
+        ("a.json.zst", "zstandard", "zstandard"),
+    ],
+)
+def test_a_missing_optional_library_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, module: str, package: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
+    with pytest.raises(FileFormatError, match=rf"files need {package}.*pip install {package}"):
+        xh.save({"a": [1, 2]}, tmp_path / name)
+    assert not any(tmp_path.iterdir())
+
+
+needs_numpy = pytest.mark.skipif(not importlib.util.find_spec("numpy"), reason="needs numpy")
+needs_parquet = pytest.mark.skipif(
+    not (importlib.util.find_spec("pandas") and importlib.util.find_spec("pyarrow")),
+    reason="needs pandas and pyarrow",
+)
+needs_yaml = pytest.mark.skipif(not importlib.util.find_spec("yaml"), reason="needs pyyaml")
+
+
+@needs_numpy
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_numpy_arrays_round_trip(tmp_path: Path, compression: str) -> None:
+    import numpy as np
+
+    weights = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    xh.save(weights, tmp_path / f"w.npy{compression}")
+    back = xh.load(tmp_path / f"w.npy{compression}")
+    assert back.dtype == np.float32 and np.array_equal(back, weights)
+    xh.save({"w": weights, "b": np.ones(2)}, tmp_path / f"m.npz{compression}")
+    loaded = xh.load(tmp_path / f"m.npz{compression}")
+    assert set(loaded) == {"w", "b"} and np.array_equal(loaded["w"], weights)
+
+
+@needs_numpy
+def test_numpy_scalars_and_arrays_in_json_are_numbers_and_lists(tmp_path: Path) -> None:
+    import numpy as np
+
+    scores = {"acc": np.float64(0.25), "n": np.int64(3), "per_class": np.array([0.5, 1.0])}
+    xh.save(scores, tmp_path / "s.json")
+    xh.save([scores], tmp_path / "s.jsonl.gz")
+    expected = {"acc": 0.25, "n": 3, "per_class": [0.5, 1.0]}
+    assert xh.load(tmp_path / "s.json") == expected
+    assert xh.load(tmp_path / "s.jsonl.gz") == [expected]
+
+
+@needs_parquet
+@pytest.mark.parametrize("compression", ["", ".gz"])
+def test_parquet_round_trips_a_frame_and_records(tmp_path: Path, compression: str) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"C": [1, 10], "acc": [0.5, float("nan")]})
+    xh.save(frame, tmp_path / f"f.parquet{compression}")
+    back = xh.load(tmp_path / f"f.parquet{compression}")
+    pd.testing.assert_frame_equal(back, frame)
+    xh.save(RECORDS, tmp_path / "r.parquet")
+    assert xh.load(tmp_path / "r.parquet").to_dict("records") == RECORDS
+
+
+@needs_yaml
+@pytest.mark.parametrize("name", ["c.yaml", "c.YML", "c.yaml.xz"])
+def test_yaml_round_trips(tmp_path: Path, name: str) -> None:
+    value = {"model": {"layers": [64, 64], "act": "relu"}, "lr": 0.001, "none": None}
+    xh.save(value, tmp_path / name)
+    assert xh.load(tmp_path / name) == value
+    if not name.endswith(".xz"):
+        assert (tmp_path / name).read_text().startswith("model:\n  layers:")  # real YAML
 
 
 def test_numpy_like_values_in_json_are_numbers_and_lists(tmp_path: Path) -> None:
@@ -94,6 +165,7 @@ def test_relative_paths_are_the_experiment_folder_and_group_load_reads_them(
         tmp_path,
         """
 import os
+import sys
 
 def train(*, lr):
     os.chdir("/")  # even when the experiment moved away from its folder

@@ -14,8 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import meta, popen_run_py, run_py, wait_until, write_run_py
+from conftest import invoke, meta, popen_run_py, run_py, wait_until, write_run_py
 from experiments import (
     changed_function,
     no_config,
@@ -27,13 +26,6 @@ from experiments import (
 )
 
 import xhelpers as xh
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(xh.cli.build_cli(), list(args), prog_name="run.py")
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture()
@@ -100,9 +92,11 @@ def test_results_table_params_and_fields(tmp_path: Path) -> None:
     first = rows["lr=0.1/seed=1"]
     assert first["status"] == "done" and first["lr"] == 0.1 and first["seed"] == 1
     assert first["loss"] == pytest.approx(2.0) and first["result.seed"] == 100
-    assert rows["returned"]["loss"] == 0.5 and rows["returned"]["nested"] == '{"a": 1}'
+    assert rows["returned"]["loss"] == 0.5 and rows["returned"]["nested"] == {"a": 1}
     assert rows["missing"]["loss"] is None and rows["missing"]["status"] == "failed"
-    assert list(first) == ["name", "status", "lr", "seed", "loss", "result.seed", "nested"]
+    assert list(first) == [
+        *("name", "status", "duration", "lr", "seed", "loss", "result.seed", "nested")
+    ]
     code, out, _ = invoke("r", "--results", "--format", "json")
     assert code == 0 and json.loads(out)[0]["result.seed"] == 100
     code, out, _ = invoke("r", "--results", "--format", "csv")
@@ -110,7 +104,9 @@ def test_results_table_params_and_fields(tmp_path: Path) -> None:
     assert parsed[3]["loss"] == "" and parsed[0]["lr"] == "0.1"
     code, out, _ = invoke("r", "--results", "lr=*")
     assert "lr=0.2/seed=2" in out and "returned" not in out
-    assert out.splitlines()[0].split() == ["name", "status", "lr", "seed", "loss", "result.seed"]
+    assert out.splitlines()[0].split() == [
+        *("name", "status", "duration", "lr", "seed", "loss", "result.seed")
+    ]
 
 
 def test_stale_results_are_shown_skipped_and_rerun_on_request(tmp_path: Path) -> None:

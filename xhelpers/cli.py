@@ -16,12 +16,12 @@ from click.shell_completion import CompletionItem
 
 from xhelpers import framework
 from xhelpers.core.logs import level_for_verbosity
-from xhelpers.errors import BackendError, XHelpersError
+from xhelpers.errors import BackendError, MissingDependencyError, XHelpersError
 from xhelpers.framework import ParametrizedExperiments
 
 __all__ = ["UsageError", "build_cli", "experiment_cli"]
 
-FORMATS = ("table", "csv", "json")  # of -l and --results (xhelpers.status formats them)
+FORMATS = ("table", "csv", "json", "parquet")  # of -l and --results (parquet: --results -o)
 _HELP_LISTED = 40  # experiments named in a group's --help before summarizing by folder
 
 
@@ -37,6 +37,8 @@ class FailureError(click.ClickException):
 
 def _fail(exc: XHelpersError) -> click.ClickException:
     if isinstance(exc, BackendError) and not exc.usage:
+        return FailureError(str(exc))
+    if isinstance(exc, MissingDependencyError):  # the input is fine; this machine lacks a library
         return FailureError(str(exc))
     return UsageError(str(exc))
 
@@ -142,6 +144,43 @@ def _options() -> list[click.Parameter]:
             help="Print parameters and result fields of the selected experiments.",
         ),
         click.Option(
+            ["--by"],
+            metavar="PARAMS",
+            help="With --results: mean, std, min, max of each metric per value of PARAMS "
+            "(comma-separated), over the other parameters.",
+        ),
+        click.Option(
+            ["--best"],
+            metavar="METRIC",
+            help="Show the finished experiment (with --by: the group) with the highest METRIC.",
+        ),
+        click.Option(["--min", "minimize"], is_flag=True, help="With --best: the lowest wins."),
+        click.Option(
+            ["--with-failed", "include_failed"],
+            is_flag=True,
+            help="With --by, --best, --plot: also use what failed or interrupted runs wrote.",
+        ),
+        click.Option(
+            ["--plot"],
+            metavar="METRIC",
+            help="Draw METRIC's mean (std as a band) against --x to METRIC-by-X.png "
+            "(-o FILE: .png, .svg or .pdf).",
+        ),
+        click.Option(["--x", "x"], metavar="PARAM", help="With --plot: the x axis' parameter."),
+        click.Option(["--hue"], metavar="PARAM", help="With --plot: one line per value of PARAM."),
+        click.Option(["--logx"], is_flag=True, help="With --plot: a logarithmic x axis."),
+        click.Option(
+            ["-o", "--output"],
+            metavar="FILE",
+            help="Write --results (format from --format, else FILE's suffix) or --plot to FILE.",
+        ),
+        click.Option(
+            ["--diff"],
+            nargs=2,
+            metavar="A B",
+            help="Show how experiments A and B differ: parameters, config, code, metrics.",
+        ),
+        click.Option(
             ["--failed", "show_failed"],
             is_flag=True,
             help="Show failed experiments with the end of their logs.",
@@ -159,9 +198,7 @@ def _options() -> list[click.Parameter]:
         click.Option(
             ["--format", "fmt"],
             type=click.Choice(FORMATS),
-            default="table",
-            show_default=True,
-            help="Output of -l and --results.",
+            help="Output of -l, --results and --diff (default: table; parquet needs -o).",
         ),
         click.Option(
             ["--progress/--no-progress"],
@@ -196,6 +233,8 @@ _VIEWS = {
     "list_only": "-l",
     "show_results": "--results",
     "show_failed": "--failed",
+    "plot": "--plot",
+    "diff": "--diff",
     "show_graph": "--graph",
     "cancel": "--cancel",
 }
@@ -209,9 +248,32 @@ _RUN_ONLY = {
 }
 
 
+_FLAGS = {"show_results": "--results", "by": "--by", "best": "--best", "plot": "--plot"}
+# Options that only refine one view: (key, flag, the views it refines).
+_REFINING = (
+    ("by", "--by", ("show_results",)),
+    ("best", "--best", ("show_results",)),
+    ("minimize", "--min", ("best",)),
+    ("include_failed", "--with-failed", ("by", "best", "plot")),
+    ("x", "--x", ("plot",)),
+    ("hue", "--hue", ("plot",)),
+    ("logx", "--logx", ("plot",)),
+    ("output", "-o", ("show_results", "plot")),
+)
+
+
 def _check_options(opts: dict[str, Any]) -> None:
     """Options that contradict each other, or do nothing here, are usage errors: a
     silently ignored flag is a surprise (``--format csv`` alone would run the group)."""
+    if (opts["by"] or opts["best"]) and not opts["plot"]:
+        opts["show_results"] = True  # --by and --best are questions about the results
+    for key, flag, refined in _REFINING:
+        if opts[key] and not any(opts[r] for r in refined):
+            raise UsageError(f"{flag} applies to {' and '.join(_FLAGS[r] for r in refined)} only")
+    if opts["plot"] and not opts["x"]:
+        raise UsageError("--plot needs --x PARAM: the parameter on the x axis")
+    if opts["fmt"] == "parquet" and not (opts["show_results"] and opts["output"]):
+        raise UsageError("--format parquet writes a file: add -o FILE.parquet to --results")
     views = [flag for key, flag in _VIEWS.items() if opts[key]]
     if len(views) > 1:
         raise UsageError(f"{' and '.join(views)} cannot be combined: choose one")
@@ -221,8 +283,10 @@ def _check_options(opts: dict[str, Any]) -> None:
         extra = [flag for key, flag in _RUN_ONLY.items() if opts[key]]
         if extra:
             raise UsageError(f"{extra[0]} runs experiments; {views[0]} runs none")
-    if opts["fmt"] != "table" and not (opts["list_only"] or opts["show_results"]):
-        raise UsageError("--format applies to -l and --results only")
+    if opts["fmt"] not in (None, "table") and not (
+        opts["list_only"] or opts["show_results"] or opts["diff"]
+    ):
+        raise UsageError("--format applies to -l, --results and --diff only")
     if opts["no_wait"] and opts["slurm"] is False and not _can_detach("local"):
         raise UsageError(
             "--no-wait submits to SLURM: the local backend cannot detach; it contradicts --local"
@@ -242,21 +306,26 @@ def _show_only(
     group: ParametrizedExperiments, patterns: tuple[str, ...], opts: dict[str, Any]
 ) -> int | None:
     """-l, --results, --failed: print and return an exit code; None when none is asked."""
-    from xhelpers.views.status import failed_report, format_counts, format_rows, format_status
+    from xhelpers.views.status import failed_report, format_counts, format_status
 
-    fmt, config_file = opts["fmt"], opts["config_file"]
+    fmt, config_file = opts["fmt"] or "table", opts["config_file"]
     if opts["list_only"]:
         rows = group.status(*patterns, config_file=config_file)
         counts = format_counts(r.status for r in rows)
         if fmt == "table":
             click.echo(format_status(rows) + "\n\n" + counts)
         else:  # data only on stdout, for scripts
-            click.echo(format_status(rows, fmt))
+            click.echo(format_status(rows, "csv" if fmt == "csv" else "json"))
             click.echo(counts, err=True)
         return 0
-    if opts["show_results"]:
-        table = group.results(*patterns, config_file=config_file)
-        click.echo(format_rows(table, fmt) if table else "(no experiments selected)")
+    if opts["show_results"] or opts["plot"] or opts["diff"]:
+        from xhelpers.views.answers import answer
+
+        out, note = answer(group, patterns, opts)
+        if out:
+            click.echo(out)
+        if note:  # counts and where a file went: on stderr, so stdout stays data
+            click.echo(note, err=True)
         return 0
     if opts["show_failed"]:
         text, _ = failed_report(group, patterns, config_file=config_file)
@@ -323,6 +392,8 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
     def callback(patterns: tuple[str, ...], **opts: Any) -> None:
         ctx = click.get_current_context()
         _check_options(opts)
+        if opts["diff"] and patterns:
+            raise UsageError("--diff A B names the two experiments: no patterns beside it")
         try:
             code = _show_only(group, patterns, opts)
             if code is None:

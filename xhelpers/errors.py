@@ -20,8 +20,10 @@ __all__ = [
     "ExperimentDefinitionError",
     "ExperimentFileError",
     "FileFormatError",
+    "MissingDependencyError",
     "PatternError",
     "ResultTreeError",
+    "ResultsQueryError",
     "XHelpersError",
 ]
 
@@ -165,3 +167,18 @@ class FileFormatError(XHelpersError, ValueError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class MissingDependencyError(XHelpersError, ImportError):
+    """An optional library a feature needs is not installed (``as_frame=True`` needs
+    pandas, ``--plot`` matplotlib); the message names what to install."""
+
+    def __init__(self, message: str, *, package: str = "", extra: str = "") -> None:
+        super().__init__(message)
+        self.package = package
+        self.extra = extra
+
+
+class ResultsQueryError(_UsageProblem, ValueError):
+    """A question about results that cannot be answered as asked: an unknown parameter
+    or metric, a metric that is not numeric, an experiment to compare that is not there."""

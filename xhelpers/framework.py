@@ -263,11 +263,86 @@ class ParametrizedExperiments:
         resolved = resolve_config(self.configcls, config_file=config_file, config=config)
         return load(os.path.join(group_prefix(resolved.output_directory, self.name) + name, file))
 
-    def results(self, *patterns: str, **options: Any) -> list[dict[str, Any]]:
-        """One dict per selected experiment: name, status, parameters, result fields."""
-        from xhelpers.views.status import collect_results
+    def results(self, *patterns: str, as_frame: bool = False, **options: Any) -> Any:
+        """One dict per selected experiment: name, status, duration, the parameters its
+        result was made with, and its metrics; ``as_frame=True``: the same as a pandas
+        DataFrame (``pip install 'xhelpers[frames]'``)."""
+        from xhelpers.views.results import collect_table
 
-        return collect_results(self, patterns, **options)
+        table = collect_table(self, patterns, **options)
+        if not as_frame:
+            return table.rows
+        from xhelpers.views.frames import to_frame
+
+        return to_frame(table)
+
+    def aggregate(
+        self,
+        *patterns: str,
+        by: str | Sequence[str],
+        metrics: Sequence[str] | None = None,
+        include_failed: bool = False,
+        **options: Any,
+    ) -> Any:
+        """The selected experiments' metrics aggregated over every parameter not in
+        ``by`` (count, mean, std, min, max; ``metrics``: these, default every numeric
+        one), one DataFrame row per ``by`` combination,
+        with how many experiments were used, failed and are missing."""
+        from xhelpers.views.frames import aggregate
+
+        columns = [by] if isinstance(by, str) else list(by)
+        frame = self.results(*patterns, as_frame=True, **options)
+        return aggregate(frame, columns, metrics=metrics, include_failed=include_failed)
+
+    def best(
+        self,
+        metric: str,
+        *patterns: str,
+        by: str | Sequence[str] | None = None,
+        minimize: bool = False,
+        include_failed: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """The finished experiment with the highest ``metric`` (``minimize``: lowest), as
+        its row; with ``by``, the combination of those parameters with the best mean."""
+        from xhelpers.views.frames import best
+
+        columns = [by] if isinstance(by, str) else by
+        frame = self.results(*patterns, as_frame=True, **options)
+        return best(frame, metric, by=columns, minimize=minimize, include_failed=include_failed)
+
+    def plot(
+        self,
+        metric: str,
+        *patterns: str,
+        x: str,
+        hue: str | None = None,
+        logx: bool = False,
+        include_failed: bool = False,
+        path: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> Any:
+        """A matplotlib Figure of ``metric``'s mean (and spread over the other parameters)
+        against parameter ``x``, one line per value of ``hue``; written to ``path`` when
+        given, as PNG, SVG or PDF by its suffix (``pip install 'xhelpers[plots]'``)."""
+        from xhelpers.views.frames import to_frame
+        from xhelpers.views.plots import plot, write_plot
+        from xhelpers.views.results import collect_table
+
+        # pandas is named as part of the plots extra, which installs matplotlib too
+        frame = to_frame(collect_table(self, patterns, **options), "group.plot", "plots")
+        figure = plot(frame, metric, x, hue=hue, logx=logx, include_failed=include_failed)
+        if path is not None:
+            write_plot(figure, path)
+        return figure
+
+    def diff(self, a: str, b: str, **options: Any) -> dict[str, dict[str, tuple[Any, Any]]]:
+        """How experiments ``a`` and ``b`` differ: ``{section: {key: (in a, in b)}}`` for
+        the sections status, parameters, config, code and metrics, differing keys only
+        (a key one side lacks is :data:`xhelpers.views.diff.ABSENT` there)."""
+        from xhelpers.views.diff import diff
+
+        return diff(self, a, b, **options)
 
 
 def groups() -> dict[str, ParametrizedExperiments]:

@@ -146,6 +146,9 @@ class ExperimentInfo:
     folder: str
     config: BaseConfig
     runs: int = 1  # this run's number, as its metafile records it: 2 and up resume or retry
+    # Files saved with xh.save(..., result=True), relative to the folder: the results
+    # table reads their values; the metafile lists them as result_files.
+    result_files: list[str] = field(default_factory=list)
 
 
 _current: ExperimentInfo | None = None
@@ -440,7 +443,7 @@ def _refused(task: Task, exc: OSError) -> TaskResult:
 def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str, runs: int) -> TaskResult:
     global _in_user_code, _current
     folder = task.folder
-    _current = ExperimentInfo(task.group or ctx.group, task.name, folder, config, runs)
+    info = _current = ExperimentInfo(task.group or ctx.group, task.name, folder, config, runs)
     cwd = os.getcwd()
     interrupted: BaseException | None = None
     error_json = error_line = None
@@ -496,6 +499,8 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str, runs: int)
     _settle_running()
     ended = results.now()
     body = f'{head}, "ended": "{ended}", "duration": {duration:.6f}{returned}'
+    if info.result_files:
+        body += f', "result_files": {json.dumps(info.result_files)}'
     if error_json is not None:
         body += f', "error": {error_json}'
     try:

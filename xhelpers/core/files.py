@@ -19,7 +19,7 @@ import io
 import json
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +27,7 @@ from typing import IO, Any
 from xhelpers.core.execution import current_experiment
 from xhelpers.errors import FileFormatError
 
-__all__ = ["file_format", "load", "register_format", "save"]
+__all__ = ["atomic_write", "file_format", "load", "register_format", "save"]
 
 Saver = Callable[[Any, IO[bytes]], None]
 Loader = Callable[[IO[bytes]], Any]
@@ -81,21 +81,46 @@ def _where(path: str | os.PathLike[str]) -> Path:
     return Path(info.folder) / target if info is not None else Path.cwd() / target
 
 
-def save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``obj`` to ``path`` in the format its name says, atomically; the path."""
+def save(obj: Any, path: str | os.PathLike[str], *, result: bool = False) -> Path:
+    """Write ``obj`` to ``path`` in the format its name says, atomically; the path.
+
+    ``result=True`` marks the file as one of the running experiment's results: its
+    metafile lists it (``result_files``), and the results table shows the values of the
+    dict it holds beside the experiment's parameters.
+    """
     suffix, compression = file_format(path)
+    info = current_experiment()
+    if result and info is None:
+        raise FileFormatError(
+            f"xh.save(..., result=True) marks a result of the running experiment, and "
+            f"none runs here: save {os.fspath(path)!r} without result=True",
+            path=os.fspath(path),
+        )
     target = _where(path)
+    with atomic_write(target) as raw, _compressed(raw, compression, "wb") as stream:
+        _FORMATS[suffix].save(obj, stream)
+    if result and info is not None:
+        inside = os.path.relpath(target, info.folder).replace(os.sep, "/")
+        if inside not in info.result_files:
+            info.result_files.append(inside)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """A binary stream whose bytes replace ``path`` only once the block ends without an
+    error (a temporary file in the same folder, then a rename); parent folders are made."""
+    target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as raw, _compressed(raw, compression, "wb") as stream:
-            _FORMATS[suffix].save(obj, stream)
+        with open(tmp, "wb") as raw:
+            yield raw
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return target
 
 
 def load(path: str | os.PathLike[str]) -> Any:
@@ -213,7 +238,10 @@ def _load_npy(stream: IO[bytes]) -> Any:
 
 
 def _save_npz(obj: Any, stream: IO[bytes]) -> None:
-    _optional("numpy", ".npz").savez_compressed(stream, **dict(obj))
+    # A zip file seeks back to write its directory; a compressed stream cannot seek.
+    buffer = io.BytesIO()
+    _optional("numpy", ".npz").savez_compressed(buffer, **dict(obj))
+    stream.write(buffer.getbuffer())
 
 
 def _load_npz(stream: IO[bytes]) -> dict[str, Any]:
@@ -223,12 +251,17 @@ def _load_npz(stream: IO[bytes]) -> dict[str, Any]:
 
 def _save_parquet(obj: Any, stream: IO[bytes]) -> None:
     pandas = _optional("pandas", ".parquet", "pandas pyarrow")
+    _optional("pyarrow", ".parquet", "pyarrow")  # else pandas' own, longer, error
     frame = obj if hasattr(obj, "to_parquet") else pandas.DataFrame(obj)
-    frame.to_parquet(stream)
+    buffer = io.BytesIO()  # as for .npz: the writer may seek, a compressed stream cannot
+    frame.to_parquet(buffer)
+    stream.write(buffer.getbuffer())
 
 
 def _load_parquet(stream: IO[bytes]) -> Any:
-    return _optional("pandas", ".parquet", "pandas pyarrow").read_parquet(io.BytesIO(stream.read()))
+    pandas = _optional("pandas", ".parquet", "pandas pyarrow")
+    _optional("pyarrow", ".parquet", "pyarrow")
+    return pandas.read_parquet(io.BytesIO(stream.read()))
 
 
 def _save_yaml(obj: Any, stream: IO[bytes]) -> None:

@@ -31,12 +31,15 @@ __all__ = [
     "UNKNOWN",
     "WAITING",
     "StatusRow",
-    "collect_results",
     "collect_status",
+    "experiment_row",
     "failed_report",
     "format_counts",
     "format_rows",
     "format_status",
+    "group_base",
+    "resolved_config",
+    "text_table",
 ]
 
 # Statuses as a researcher reads them: the metafile's words, except that a success is
@@ -76,7 +79,7 @@ class StatusRow:
         return asdict(self)
 
 
-def _base(group: ParametrizedExperiments, config: BaseConfig) -> str:
+def group_base(group: ParametrizedExperiments, config: BaseConfig) -> str:
     return results.group_prefix(config.output_directory, group.name)
 
 
@@ -91,7 +94,7 @@ def _error_line(meta: Mapping[str, Any]) -> str | None:
     return f"{kind}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _row(
+def experiment_row(
     name: str,
     folder: str,
     meta: Mapping[str, Any] | None,
@@ -126,7 +129,7 @@ def _row(
     )
 
 
-def _resolve(group: ParametrizedExperiments, config: Any, config_file: Any) -> BaseConfig:
+def resolved_config(group: ParametrizedExperiments, config: Any, config_file: Any) -> BaseConfig:
     return resolve_config(group.configcls, config_file=config_file, config=config)
 
 
@@ -139,8 +142,8 @@ def collect_status(
 ) -> list[StatusRow]:
     """One row per selected experiment, in selection order; runs nothing."""
     names = group.select(*patterns)
-    resolved = _resolve(group, config, config_file)
-    base = _base(group, resolved)
+    resolved = resolved_config(group, config, config_file)
+    base = group_base(group, resolved)
     fps = Fingerprints(resolved.fingerprint)  # as a run with this config compares them
     experiments = group.experiments
     rows = []
@@ -153,7 +156,7 @@ def collect_status(
         meta = results.read_metafile(folder)
         if keep:  # an upstream's too, maybe: read once
             seen[folder] = meta
-        row = _row(name, folder, meta, fps, experiments[name], seen)
+        row = experiment_row(name, folder, meta, fps, experiments[name], seen)
         named = ref_of(meta) if meta else None
         if meta is not None and "waits_for" in meta:
             metas[name] = meta
@@ -235,68 +238,6 @@ def _with_job_state(row: StatusRow, job: JobStatus, label: str) -> StatusRow:
     return replace(row, status=status, error=f"{label} job ended {job.word}")
 
 
-def _parameters(fn: Any) -> dict[str, Any]:
-    import functools
-
-    if not isinstance(fn, functools.partial):
-        return {}
-    params = {f"arg{i}": v for i, v in enumerate(fn.args)}
-    params.update((k, v) for k, v in fn.keywords.items() if k != "config")
-    return {k: v if _scalar(v) else repr(v) for k, v in params.items()}
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _result_fields(folder: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    try:
-        with open(os.path.join(folder, "result.json"), "rb") as f:
-            data = json.loads(f.read())
-    except (OSError, ValueError):
-        data = meta.get("returned") if meta else None
-    if not isinstance(data, dict):
-        return {}
-    return {str(k): v if _scalar(v) else json.dumps(v) for k, v in data.items()}
-
-
-def collect_results(
-    group: ParametrizedExperiments,
-    patterns: Sequence[str] = (),
-    *,
-    config: BaseConfig | Mapping[str, Any] | None = None,
-    config_file: str | Literal[False] | None = None,
-) -> list[dict[str, Any]]:
-    """One dict per selected experiment: name, status, its parameters, its result fields.
-
-    Results come from ``result.json`` in its folder (a flat dict of scalars) or else the
-    dict it returned. A result field named like a parameter becomes ``result.<field>``;
-    what an experiment lacks is None.
-    """
-    names = group.select(*patterns)
-    resolved = _resolve(group, config, config_file)
-    base = _base(group, resolved)
-    fps = Fingerprints(resolved.fingerprint)  # as a run with this config compares them
-    rows = []
-    for name in names:
-        folder = base + name
-        fn = group.experiments[name]
-        meta = results.read_metafile(folder)
-        row: dict[str, Any] = {
-            "name": name,
-            "status": _row(name, folder, meta, fps, fn).status,
-        }
-        params = _parameters(fn)
-        row.update(params)
-        for key, value in _result_fields(folder, meta).items():
-            row[f"result.{key}" if key in row else key] = value
-        rows.append(row)
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return [{c: row.get(c) for c in columns} for row in rows]
-
-
 def failed_report(
     group: ParametrizedExperiments,
     patterns: Sequence[str] = (),
@@ -307,7 +248,7 @@ def failed_report(
 ) -> tuple[str, int]:
     """Text about every failed or interrupted experiment, and how many there are."""
     rows = collect_status(group, patterns, config=config, config_file=config_file)
-    base = _base(group, _resolve(group, config, config_file))
+    base = group_base(group, resolved_config(group, config, config_file))
     parts = []
     bad = [r for r in rows if r.status in (results.FAILED, results.INTERRUPTED)]
     for row in bad:
@@ -355,8 +296,12 @@ def format_rows(rows: Sequence[Mapping[str, Any]], fmt: Format = "table") -> str
         writer.writerow(columns)
         writer.writerows([["" if r[c] is None else r[c] for c in columns] for r in rows])
         return out.getvalue().rstrip("\n")
-    table = [["" if r[c] is None else r[c] for c in columns] for r in rows]
-    if len(table) > _BIG_TABLE and all(isinstance(v, str) for v in table[0]):
+    return text_table(columns, [["" if r[c] is None else str(r[c]) for c in columns] for r in rows])
+
+
+def text_table(columns: Sequence[str], table: Sequence[Sequence[str]]) -> str:
+    """Cells (strings) under their column names, aligned (tabulate's "simple" layout)."""
+    if len(table) > _BIG_TABLE:
         return _simple_table(columns, table)
     from tabulate import tabulate  # only for tables: it is not needed otherwise
 
