@@ -140,3 +140,23 @@ def test_bad_config_files(tmp_path: Path, content: str | None, spec: str, messag
 
 def test_no_config_file_is_fine(tmp_path: Path) -> None:
     assert load_machine_values(None) == ({}, None)
+
+
+def test_an_edit_in_the_same_second_and_of_the_same_size_is_read(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    path = tmp_path / "config.py"
+    path.write_text("class Config:\n    jobs = 2\n")
+    stamp = path.stat().st_mtime_ns
+    # Python's own import would cache the first version in __pycache__, keyed on the
+    # file's mtime in seconds and size: both are kept equal here.
+    previous = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        assert load_machine_values(None)[0] == {"jobs": 2}
+        path.write_text("class Config:\n    jobs = 3\n")
+        os.utime(path, ns=(stamp, stamp))
+        assert load_machine_values(None)[0] == {"jobs": 3}
+    finally:
+        sys.dont_write_bytecode = previous

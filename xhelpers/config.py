@@ -296,7 +296,11 @@ def load_machine_values(spec: str | None) -> tuple[dict[str, Any], str | None]:
     assert importer is not None and importer.loader is not None
     module = importlib.util.module_from_spec(importer)
     try:
-        importer.loader.exec_module(module)
+        # Compiled from its source, never from __pycache__: a .pyc is matched by the
+        # file's mtime in whole seconds and its size, so an edit within the same second
+        # that keeps the size would load the old values (and record them in metafiles).
+        with open(path, "rb") as f:
+            exec(compile(f.read(), path, "exec"), module.__dict__)
     except SystemExit as exc:  # a config file is read, not run: exiting is an error
         line = _error_line(exc, path)
         raise ConfigError(
