@@ -218,6 +218,25 @@ def test_a_job_cancelled_for_its_dependency_is_blocked() -> None:
     assert queue.normalize(*parsed["6"]).blocked
 
 
+def test_squeue_outranks_an_array_master_record_accounting_has_not_split_yet() -> None:
+    # Seen on the local cluster (1 in ~4 runs of the element-wise chain below): slurmdbd
+    # had not yet written the eval array's tasks one by one, so sacct listed only its
+    # master record, COMPLETED (task 0's end), while the controller knew task 1 had been
+    # cancelled for its failed upstream. Reading sacct alone made it "ended COMPLETED
+    # without a result" (lost) instead of blocked.
+    asked = ["6893_1"]
+    found = queue._parse_records("6893|COMPLETED|None\n", asked, sacct=True)
+    assert found["6893_1"] == ("COMPLETED", "None")  # all that accounting can say yet
+    held = queue._parse_records(
+        "6893_1|CANCELLED|DependencyNeverSatisfied\n6893_2|COMPLETED|None\n6893_0|COMPLETED|None\n",
+        (),
+        sacct=False,
+    )
+    queue._merge_queue(found, {job: held[job] for job in asked})
+    status = queue.normalize(*found["6893_1"])
+    assert status.blocked and status.state is JobState.CANCELLED
+
+
 # -- on the cluster -------------------------------------------------------------------------
 def make_tasks(
     cluster: SlurmCluster,
