@@ -146,7 +146,7 @@ test-latest: slurm-start shells
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest
 
-# All eight benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
+# All nine benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
 # (bash scripts/local-slurm start) and is skipped, saying so, where sbatch is missing.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/local_overhead.py
@@ -156,7 +156,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/results_table.py
 	$(PY) benchmarks/pipeline_plan.py
 	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py && \
-		$(PY) benchmarks/slurm_pipeline.py; \
+		$(PY) benchmarks/slurm_pipeline.py && $(PY) benchmarks/slurm_throughput.py; \
 	else echo "benchmarks/slurm_*.py skipped: no sbatch (bash scripts/local-slurm start)"; fi
 
 clean:

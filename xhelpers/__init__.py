@@ -2,9 +2,8 @@
 
 from typing import TYPE_CHECKING
 
-from xhelpers import cli, config, errors, framework, typing
+from xhelpers import config, errors, framework, typing
 from xhelpers._version import __version__
-from xhelpers.cli import experiment_cli
 from xhelpers.config import BaseConfig
 from xhelpers.core import results
 from xhelpers.core.execution import ExperimentInfo, current_experiment
@@ -14,14 +13,19 @@ from xhelpers.errors import XHelpersError
 from xhelpers.framework import ParametrizedExperiments
 
 if TYPE_CHECKING:  # type checkers see them as if imported here
+    from xhelpers import cli
+    from xhelpers.cli import experiment_cli
     from xhelpers.core.files import load, register_format, save
     from xhelpers.define.commands import command
     from xhelpers.define.grids import fixed, grid, zipped
     from xhelpers.define.toml import load_experiments
 
 # Grids, commands and experiment files load on first use: a run.py that needs none
-# of them starts faster (PEP 562).
+# of them starts faster (PEP 562); so does the CLI (click): a worker process or a SLURM
+# job that unpickles a run.py's experiment imports xhelpers, and never needs it.
 _LAZY = {
+    "cli": "",
+    "experiment_cli": "xhelpers.cli",
     "command": "xhelpers.define.commands",
     "load": "xhelpers.core.files",
     "register_format": "xhelpers.core.files",
@@ -39,6 +43,10 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'xhelpers' has no attribute {name!r}")
     import importlib
 
+    if not module:  # a submodule itself
+        value = importlib.import_module(f"xhelpers.{name}")
+        globals()[name] = value
+        return value
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
