@@ -32,6 +32,7 @@ from xhelpers.config import BaseConfig
 from xhelpers.core import records, results
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.core.fingerprints import describe
+from xhelpers.core.summary import BUSY, SKIPPED
 from xhelpers.errors import BackendError, ConfigError
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -509,3 +510,8 @@ def test_the_job_program_exits_non_zero_when_the_experiment_failed(
     assert job.main(["-u", "-m", "submitit.core._submit", "/f"]) == job.NOT_DONE
     monkeypatch.setattr(slurm_mod, "_node_status", results.DONE)
     assert job.main(["/f"]) == 0
+    # done by another run before this job reached it: its downstreams may start
+    monkeypatch.setattr(slurm_mod, "_node_status", SKIPPED)
+    assert job.main(["/f"]) == 0
+    monkeypatch.setattr(slurm_mod, "_node_status", BUSY)  # running elsewhere: not yet done
+    assert job.main(["/f"]) == job.NOT_DONE

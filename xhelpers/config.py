@@ -139,6 +139,11 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     slurm_max_array_size: int | None = Field(
         None, ge=1, description="Largest job array to submit (None: the cluster's MaxArraySize)."
     )
+    slurm_keep_job_files: bool = Field(
+        False,
+        description="Keep submitit's files in <group>/.slurm/ of experiments that succeeded "
+        "(pickles, stdout/stderr, sbatch scripts), for debugging; by default they are removed.",
+    )
     loglevel: str = Field("WARNING", description="Console log level: " + ", ".join(_LEVELS) + ".")
     logger: str = Field(
         "", description="Logger whose records are captured per experiment ('' = all)."

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from xhelpers.config import BaseConfig
 from xhelpers.core.execution import RunContext, Task, TaskResult
 
 __all__ = [
@@ -230,6 +231,17 @@ class Backend(ABC):
     def cancel(cls, refs: Iterable[str]) -> dict[str, bool]:
         """Cancel in one call: {ref: True if it was cancelled, False if it had ended
         already (or was never known)}. Raises BackendError when it cannot be asked."""
+
+    @classmethod
+    def tidy(cls, config: BaseConfig, group: str) -> None:
+        """Remove what this backend's earlier runs of ``group`` left on disk that no job
+        needs any more (SLURM: submitit's files of jobs whose experiments succeeded).
+
+        The runner calls it at the start of every run on this backend, whether or not
+        anything is to run; views never do (they write nothing). It must be cheap when
+        there is nothing to remove, never remove a file a job that may still run needs,
+        and never raise for a file it cannot remove. Nothing by default.
+        """
 
     @classmethod
     def handles(cls, refs: Iterable[str]) -> list[str]:

@@ -72,6 +72,7 @@ def run_selected(
                 "with this process); use one that can, e.g. --slurm",
                 usage=True,
             )
+    _tidy(options.backend or ("slurm" if config.slurm else "local"), config, group.name)
     if options.retry_failed:
         names = failed_only(names, base)
         if not names:
@@ -164,6 +165,16 @@ def preview(
         return backend.preview(tasks)
     finally:
         backend.close()
+
+
+def _tidy(backend_name: str, config: BaseConfig, group: str) -> None:
+    """The backend's housekeeping of earlier runs of the group, before anything is
+    planned: also when nothing is to run, the usual end of a run that did not wait."""
+    try:
+        backend_cls = get_backend(backend_name)
+    except BackendError:  # an unusable backend is an error where it is used, not here
+        return
+    backend_cls.tidy(config, group)
 
 
 def _check_path_lengths(group: str, names: Sequence[str], base: str) -> None:

@@ -35,6 +35,11 @@ While waiting, one ``sacct`` call per poll covers every job (and one ``squeue`` 
 when sacct shows some ended: a job SLURM requeued, after a node failure say, is waited
 for, not lost); results are picked up from submitit's result files (a directory
 listing, no scheduler call).
+
+Housekeeping (:mod:`~xhelpers.backends.slurm.housekeeping`): a task's submitit files go
+once its experiment succeeded, as the waiting runner reports it or at the start of the
+group's next run (:meth:`SlurmBackend.tidy`); a task that did not succeed keeps its
+stdout/stderr. ``slurm_keep_job_files`` keeps everything.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends.base import Backend, Finished, JobStatus, Lost, Report, Submitted
-from xhelpers.backends.slurm import source_pickle
+from xhelpers.backends.slurm import housekeeping, source_pickle
 from xhelpers.backends.slurm.chains import Batch, Planner
 from xhelpers.backends.slurm.queue import (
     ACTIVE_STATES,
@@ -78,6 +83,7 @@ from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters, 
 from xhelpers.config import RESOURCE_KEYS, BaseConfig
 from xhelpers.core import execution, results
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
+from xhelpers.core.summary import SKIPPED
 from xhelpers.errors import BackendError
 
 if TYPE_CHECKING:
@@ -113,8 +119,9 @@ _node_status: str | None = None  # on the node: the status of the experiment thi
 
 
 def node_succeeded() -> bool:
-    """On the node, once the job's task returned: whether its experiment succeeded."""
-    return _node_status == results.DONE
+    """On the node, once the job's task returned: whether its experiment succeeded (or
+    had, by another run, before this job reached it: its downstreams may start)."""
+    return _node_status in (results.DONE, SKIPPED)
 
 
 def _submitit() -> ModuleType:
@@ -252,6 +259,11 @@ class SlurmBackend(Backend):
         self._ended: dict[str, str] = {}  # job id -> terminal state seen without a result
         self._next_query = 0.0
         self._stopping = False
+        self.keep_files = bool(ctx.config.slurm_keep_job_files)
+        # array id -> {job id: experiment folder} of its tasks not seen to succeed yet:
+        # the array's script and index go when the last one does (see .housekeeping).
+        self._unsucceeded: dict[str, dict[str, str]] = {}
+        self._indexed: dict[str, int] = {}  # array id -> tasks its index was written with
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -380,8 +392,22 @@ class SlurmBackend(Backend):
             self._remove_leftovers(before)
             raise BackendError(f"sbatch: {type(exc).__name__}: {_one_line(str(exc))}") from None
         self.sbatch_calls += 1
-        self.arrays.append(_base_id(ids[0]))
+        array = _base_id(ids[0])
+        self.arrays.append(array)
+        if not self.keep_files:
+            folders = [task.folder for task in batch.tasks]
+            self._index(array, dict(zip(ids, folders, strict=True)))
         return ids
+
+    def _index(self, array: str, tasks: dict[str, str]) -> None:
+        """Record which experiment each job of ``array`` runs, for later runs to tidy."""
+        try:
+            housekeeping.write_index(self.folder, array, tasks)
+        except OSError as exc:  # the jobs run all the same; only their files stay
+            logger.warning("SLURM array %s: cannot write its index: %s", array, exc)
+            return
+        self._unsucceeded[array] = dict(tasks)
+        self._indexed[array] = len(tasks)
 
     def _submit_array(
         self, executor: Any, calls: list[SlurmTask], indices: list[int] | None
@@ -436,6 +462,9 @@ class SlurmBackend(Backend):
         for job_id in [j for j in self._pending if _base_id(j) in bases]:
             task = self._pending.pop(job_id)
             self.job_ids.pop(task.name, None)
+        for base in bases:  # their index goes with their other files below
+            self._unsucceeded.pop(base, None)
+            self._indexed.pop(base, None)
         try:
             cancel_jobs(bases)
         except BackendError as exc:
@@ -501,6 +530,9 @@ class SlurmBackend(Backend):
             logger.info("[%s] SLURM job %s %s", task.name, job_id, cause)
             return Lost(task, None, None, cause=cause, state=status)
         if status is not None:
+            recorded = self._recorded(task, job_id)
+            if recorded is not None:
+                return recorded
             logger.warning(
                 "[%s] SLURM job %s ended %s without a result", task.name, job_id, status.raw
             )
@@ -508,14 +540,13 @@ class SlurmBackend(Backend):
         try:
             outcome, value = _utils().pickle_load(self._result_path(job_id))
         except Exception as exc:
+            recorded = self._recorded(task, job_id)
+            if recorded is not None:
+                return recorded
             logger.error("[%s] unreadable result of SLURM job %s: %s", task.name, job_id, exc)
             return Lost(task, None, None, "FAILED", state=normalize("FAILED"))
         if outcome == "success" and isinstance(value, TaskResult):
-            # The metafile holds the outcome; the pickles (task in, result out) have served.
-            paths = _utils().JobPaths(self.folder, job_id=job_id, task_id=0)
-            for path in (paths.submitted_pickle, paths.result_pickle):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            self._served(job_id, value.status == results.DONE)
             return Finished(task, value)
         tail = str(value).strip().splitlines()[-1:] or ["?"]
         paths = _utils().JobPaths(self.folder, job_id=job_id, task_id=0)
@@ -527,6 +558,42 @@ class SlurmBackend(Backend):
             paths.stderr,
         )
         return Lost(task, None, None, "FAILED", state=normalize("FAILED"))
+
+    def _recorded(self, task: Task, job_id: str) -> Finished | None:
+        """The success its metafile records, for a job whose result file is gone: the
+        next run of the group (another shell's) may tidy it away before we read it."""
+        meta = housekeeping.recorded_success(task.folder, job_id)
+        if meta is None:
+            return None
+        self._served(job_id, True)
+        duration = meta.get("duration")
+        return Finished(
+            task, TaskResult(task.name, results.DONE, duration if _is_number(duration) else None)
+        )
+
+    def _served(self, job_id: str, succeeded: bool) -> None:
+        """Remove what a reported task leaves that nothing needs any more.
+
+        The metafile holds the outcome, so the pickles (task in, result out) have served;
+        a success's stdout/stderr too when they hold only submitit's lines (its logging
+        is in its experiment.log; what it printed is kept), and once an array's tasks all
+        succeeded, its script and index. A failure keeps its logs.
+        """
+        if self.keep_files:
+            return
+        if not succeeded:
+            housekeeping.remove(self.folder, housekeeping.pickle_files(job_id))
+            return
+        housekeeping.remove(self.folder, housekeeping.served_files(self.folder, job_id))
+        array = _base_id(job_id)
+        left = self._unsucceeded.get(array)
+        if left is None:
+            return
+        left.pop(job_id, None)
+        if not left:
+            housekeeping.remove_array(self.folder, array)
+            del self._unsucceeded[array]
+            del self._indexed[array]
 
     def _collect_lost(self) -> Iterator[Report]:
         """One sacct call for all pending jobs; a job that ended for good without a result
@@ -563,7 +630,15 @@ class SlurmBackend(Backend):
         self._stopping = True
 
     def close(self) -> None:
-        """Nothing to stop: submitted jobs run on without this process."""
+        """Nothing to stop: submitted jobs run on without this process. The index of an
+        array some of whose tasks succeeded shrinks to the others (see .housekeeping)."""
+        for array, left in self._unsucceeded.items():
+            if len(left) < self._indexed.get(array, 0):
+                try:
+                    housekeeping.write_index(self.folder, array, left)
+                except OSError as exc:  # a later tidy reads the old one: slower, as safe
+                    logger.debug("SLURM array %s: index not rewritten: %s", array, exc)
+                self._indexed[array] = len(left)
 
     # -- the seam's questions, from any process --------------------------------------------
     @classmethod
@@ -577,12 +652,25 @@ class SlurmBackend(Backend):
         return slurm_cancel(refs)
 
     @classmethod
+    def tidy(cls, config: BaseConfig, group: str) -> None:
+        """Remove the submitit files of earlier jobs of ``group`` whose experiments
+        succeeded (see :mod:`~xhelpers.backends.slurm.housekeeping`): one listing of
+        ``.slurm/`` when there are none, no SLURM call."""
+        if config.slurm_keep_job_files:
+            return
+        housekeeping.tidy(slurm_folder(config, group))
+
+    @classmethod
     def handles(cls, refs: Iterable[str]) -> list[str]:
         return list(dict.fromkeys(_base_id(ref) for ref in refs))
 
     @classmethod
     def follow_hint(cls, handles: Sequence[str]) -> str | None:
         return f"squeue -j {','.join(handles)}" if handles else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _ranges(indices: Sequence[int]) -> str:
