@@ -212,7 +212,12 @@ def test_a_detached_run_is_followed_skipped_and_cancelled(backend: str, tmp_path
         stdin=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: "cancel:" in _read(tmp_path / "out"), 60, "the submitter's hints")
+        # the hints and the summary line: whichever comes last, both are written then
+        wait_until(
+            lambda: "cancel:" in _read(tmp_path / "out") and "queued" in _read(tmp_path / "out"),
+            60,
+            "the submitter's hints and summary",
+        )
         os.killpg(shell.pid, signal.SIGHUP)
     finally:
         shell.kill()
