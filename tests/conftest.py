@@ -22,8 +22,13 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test works in its own folder and leaves the group registry as it found it."""
+    """Each test works in its own folder and leaves the group registry as it found it.
+
+    Its runs see no GPU, as on a machine without (CUDA_VISIBLE_DEVICES="" is what a
+    local run reads first): on one with GPUs their output would otherwise differ.
+    """
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     before = set(framework.groups())
     yield
     for name in set(framework.groups()) - before:

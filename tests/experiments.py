@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -228,3 +229,58 @@ def model_score(*, model: str, fold: int) -> dict[str, float]:
 
 def prints(*, text: str) -> None:
     print(text)  # stdout only: not logging, so not in experiment.log
+
+
+ENV_NAMES = (
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def records_env(*, config: xh.BaseConfig | None = None) -> dict[str, Any]:
+    """What its process gives it: the GPU and thread variables (also in env.json), its
+    pid, and what run.py saw when this process imported it (AT_IMPORT, if it set one)."""
+    env = {name: os.environ.get(name) for name in ENV_NAMES}
+    Path("env.json").write_text(json.dumps(env))
+    main = sys.modules.get("__mp_main__") or sys.modules.get("__main__")
+    return {"env": env, "pid": os.getpid(), "at_import": getattr(main, "AT_IMPORT", None)}
+
+
+def _append(ledger: str, record: dict[str, Any]) -> None:
+    with open(ledger, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # one line at a time, in the order they happened
+        f.write(json.dumps(record) + "\n")
+
+
+def holds_gpu(*, ledger: str, tag: str, share: float, timeout: float = 120.0) -> str:
+    """Writes its start (its GPUs, its share of each) to the ledger, holds them until the
+    test writes ``release-<tag>`` beside the ledger, then writes its end."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    record = {"tag": tag, "devices": visible.split(",") if visible else [], "share": share}
+    _append(ledger, {"event": "start", **record})
+    release = os.path.join(os.path.dirname(ledger), f"release-{tag}")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.01)
+    _append(ledger, {"event": "end", **record})
+    return visible
+
+
+def blas_threads() -> dict[str, Any]:
+    """The sizes of this process' BLAS/OpenMP pools now (threadpoolctl's view, numpy's
+    BLAS loaded), and the thread variables; threadpoolctl even where run.py hid it from
+    xhelpers (sys.modules["threadpoolctl"] = None)."""
+    if "threadpoolctl" in sys.modules and sys.modules["threadpoolctl"] is None:
+        del sys.modules["threadpoolctl"]
+    import numpy  # noqa: F401 - its BLAS, loaded (already, when run.py imported it)
+    import threadpoolctl
+
+    pools = {i["internal_api"]: i["num_threads"] for i in threadpoolctl.threadpool_info()}
+    return {"pools": pools, "env": {n: os.environ.get(n) for n in ENV_NAMES}, "pid": os.getpid()}

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import pytest
 
+from xhelpers.backends.local.threads import THREAD_VARIABLES as _THREAD_VARIABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
@@ -246,7 +248,10 @@ class Study:
             for k, v in os.environ.items()
             if not k.startswith(("XHELPERS_", "_XHELPERS_", "SLURM_", "PYTEST_", "COV_"))
         }
+        for name in _THREAD_VARIABLES:  # a page's runs record them: as in a fresh shell
+            env.pop(name, None)
         env.update(
+            CUDA_VISIBLE_DEVICES="",  # no GPU, whatever this machine has: outputs as shown
             PATH=f"{bindir}{os.pathsep}{env.get('PATH', '')}",
             # The study first; then what the suite runs under (a worktree's own xhelpers).
             PYTHONPATH=os.pathsep.join([str(self.folder), *filter(None, [env.get("PYTHONPATH")])]),

@@ -529,9 +529,10 @@ def test_unknown_resource_lists_valid_ones() -> None:
 
     config = BaseConfig()
     with pytest.raises(ConfigError) as info:
-        resources_for(config, {"gpus": 1})
-    assert "'gpus'" in str(info.value)
+        resources_for(config, {"gpus_per_task": 1})
+    assert "'gpus_per_task'" in str(info.value)
     assert "gpus_per_node (default: 0)" in str(info.value)
+    assert "gpus (default: 0)" in str(info.value)  # the local run's, a resource too
     assert resources_for(config, {"mem_gb": 64})["mem_gb"] == 64
     assert sbatch_parameters(resources_for(config, {"mem_gb": 64}), "g")["mem"] == "64GB"
     assert sbatch_parameters(resources_for(config, {"mem_gb": 1.5}), "g")["mem"] == "1536MB"

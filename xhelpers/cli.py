@@ -106,6 +106,12 @@ def _options() -> list[click.Parameter]:
             help="Sets config.workers: processes each experiment may use.",
         ),
         click.Option(
+            ["--gpus"],
+            metavar="IDS",
+            help="GPUs for the experiments that ask for some, e.g. 0,1 (default: "
+            "config.gpus, else CUDA_VISIBLE_DEVICES, else nvidia-smi's).",
+        ),
+        click.Option(
             ["-v", "--verbose"],
             count=True,
             help="-v: info on the console, -vv: debug (default: warnings).",
@@ -293,6 +299,13 @@ def _check_options(opts: dict[str, Any]) -> None:
         )
     if opts["post_mortem"] and (opts["jobs"] or 1) > 1:
         raise UsageError("--pdb needs -j1: a debugger cannot reach a worker process")
+    if opts["gpus"] is not None:
+        from xhelpers.config import parse_gpus
+
+        try:
+            opts["gpus"] = parse_gpus(opts["gpus"])
+        except ValueError as exc:
+            raise UsageError(f"--gpus {opts['gpus']!r}: {exc}") from None
 
 
 def _can_detach(backend: str) -> bool:
@@ -372,7 +385,12 @@ def _dry_run(
     config = resolve_config(
         group.configcls,
         config_file=opts["config_file"],
-        overrides={"jobs": opts["jobs"], "workers": opts["workers"], "slurm": opts["slurm"]},
+        overrides={
+            "jobs": opts["jobs"],
+            "workers": opts["workers"],
+            "gpus": opts["gpus"],
+            "slurm": opts["slurm"],
+        },
     )
     options = RunOptions(
         force=opts["force"],
@@ -402,6 +420,7 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
                     *patterns,
                     jobs=opts["jobs"],
                     workers=opts["workers"],
+                    gpus=opts["gpus"],
                     force=opts["force"],
                     rerun_stale=opts["rerun_stale"],
                     retry_failed=opts["retry_failed"],

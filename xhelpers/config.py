@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
+import numbers
 import os
 import re
 from collections.abc import Mapping
@@ -26,10 +28,13 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "FINGERPRINT_SCOPES",
     "RESOURCE_KEYS",
+    "SLURM_RESOURCE_KEYS",
     "BaseConfig",
     "FingerprintScope",
     "check_resources",
+    "gpu_need",
     "load_machine_values",
+    "parse_gpus",
     "resolve_config",
 ]
 
@@ -46,8 +51,8 @@ _ConfigT = TypeVar("_ConfigT", bound="BaseConfig")
 FingerprintScope = Literal["arguments", "code", "module", "git"]
 FINGERPRINT_SCOPES: tuple[FingerprintScope, ...] = ("arguments", "code", "module", "git")
 
-# Per-experiment resource settings: the ``slurm_<key>`` config fields, without prefix.
-RESOURCE_KEYS = (
+# Per-experiment SLURM settings: the ``slurm_<key>`` config fields, without prefix.
+SLURM_RESOURCE_KEYS = (
     "partition",
     "timeout_min",
     "cpus_per_task",
@@ -59,6 +64,15 @@ RESOURCE_KEYS = (
     "max_requeues",
     "signal_delay_s",
 )
+# Every per-experiment resource: the SLURM ones, and ``gpus``, what a local run gives it
+# (no config field holds a default: an experiment asks for none unless it says so).
+RESOURCE_KEYS = (*SLURM_RESOURCE_KEYS, "gpus")
+_GPU_NEED_RANGE = (
+    "0 (none, the default), a fraction between 0 and 1 shared with other experiments "
+    "(0.5: half of one GPU), or a whole number of GPUs of its own (1, 2, ...)"
+)
+# A device as CUDA_VISIBLE_DEVICES names it: an index, or a GPU or MIG UUID.
+_GPU_ID = re.compile(r"\d+|(?:GPU|MIG)-[0-9A-Za-z][0-9A-Za-z/\-]*")
 
 
 class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
@@ -104,6 +118,12 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     )
     jobs: int = Field(1, ge=1, description="Experiments run at once (1: in the main process).")
     workers: int = Field(1, ge=1, description="Processes each experiment may use itself.")
+    gpus: list[str] | None = Field(
+        None,
+        description="GPUs a local run hands to the experiments that ask for some (--gpus 0,1), "
+        "named as CUDA_VISIBLE_DEVICES names them (None: the CUDA_VISIBLE_DEVICES the run "
+        "started with, else the GPUs `nvidia-smi -L` lists, else none).",
+    )
     slurm: bool = Field(False, description="Send experiments to SLURM instead of running here.")
     slurm_partition: str | None = Field(
         None, description="SLURM partition (None: the cluster's default partition)."
@@ -180,6 +200,11 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
             raise ValueError("must name a folder (results go to <output_directory>/<group>/)")
         return value
 
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_list(cls, value: Any) -> Any:
+        return None if value is None else parse_gpus(value)
+
     @field_validator("loglevel", "slack_loglevel", mode="before")
     @classmethod
     def _normalize_level(cls, value: Any) -> Any:
@@ -250,18 +275,64 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
 
 
 def check_resources(resources: Mapping[str, Any], where: str) -> None:
-    """Raise ConfigError for a per-experiment SLURM setting that does not exist."""
+    """Raise ConfigError for a per-experiment resource that does not exist, or for a
+    ``gpus`` that is not a number of GPUs (the SLURM ones are typed by their fields)."""
     unknown = sorted(set(resources) - set(RESOURCE_KEYS))
     if unknown:
         defaults = BaseConfig.model_fields
         valid = ", ".join(
-            f"{k} (default: {defaults['slurm_' + k].get_default(call_default_factory=True)!r})"
-            for k in RESOURCE_KEYS
+            [
+                f"{k} (default: {defaults['slurm_' + k].get_default(call_default_factory=True)!r})"
+                for k in SLURM_RESOURCE_KEYS
+            ]
+            + ["gpus (default: 0)"]
         )
         raise ConfigError(
-            f"{where}: unknown SLURM resource {unknown[0]!r}; valid resources: {valid}",
+            f"{where}: unknown resource {unknown[0]!r}; valid resources: {valid}",
             field=unknown[0],
         )
+    if "gpus" in resources:
+        gpu_need(resources["gpus"], where)
+
+
+def gpu_need(value: object, where: str) -> float:
+    """An experiment's ``gpus`` resource as a number: 0, a fraction in (0, 1), or whole.
+
+    A fraction above 1 is refused rather than rounded: 1.5 GPUs cannot be given without
+    sharing a device in a way nobody asked for.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and number >= 0 and (number <= 1 or number.is_integer()):
+            return number
+    raise ConfigError(f"{where}: gpus must be {_GPU_NEED_RANGE}; got {value!r}", field="gpus")
+
+
+def parse_gpus(value: object) -> list[str]:
+    """Device ids from ``"0,1"``, ``[0, 1]`` or ``["GPU-…"]``, each once, as
+    CUDA_VISIBLE_DEVICES takes them (``""``: none). ValueError names the first bad one."""
+    items: list[object]
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")] if value.strip() else []
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ValueError(f"must list device ids, as '0,1' or [0, 1], not a {type(value).__name__}")
+    out: list[str] = []
+    for item in items:
+        text = str(item).strip() if isinstance(item, (int, str)) else ""
+        if isinstance(item, bool) or not _GPU_ID.fullmatch(text):
+            raise ValueError(
+                f"{item!r} is not a device id: give indices (0,1) or GPU-/MIG- UUIDs, "
+                "comma-separated"
+            )
+        text = str(int(text)) if text.isdigit() else text  # "01" is device 1
+        if text in out:
+            raise ValueError(f"device {text} is given twice: name each device once")
+        out.append(text)
+    return out
 
 
 def _class_body_values(klass: type, where: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Literal
 
-from xhelpers.config import BaseConfig, check_resources
+from xhelpers.config import SLURM_RESOURCE_KEYS, BaseConfig, check_resources
 from xhelpers.core.results import PATH_MAX
 from xhelpers.core.upstreams import Upstream, placeholders_in
 from xhelpers.errors import ExperimentDefinitionError, PatternError
@@ -106,9 +106,11 @@ def _validate(group: str, experiments: Mapping[str, Any]) -> None:
 class ParametrizedExperiments:
     """A named group of experiments: ``{name: callable}``, runnable from Python or the CLI.
 
-    ``resources`` gives SLURM settings per name pattern, e.g.
-    ``{"big/*": {"gpus_per_node": 1, "mem_gb": 64}}`` (keys: the ``slurm_*`` config
-    fields without the prefix); experiments whose settings differ go into separate arrays.
+    ``resources`` gives settings per name pattern, e.g.
+    ``{"big/*": {"gpus": 1, "gpus_per_node": 1, "mem_gb": 64}}``: ``gpus``, the GPUs a
+    local run gives each (0.5: half of one, shared), and the SLURM ones (the ``slurm_*``
+    config fields without the prefix); on SLURM, experiments whose settings differ go
+    into separate arrays.
 
     Call it to run experiments: ``group("*lr=0.1*", jobs=4, force=True)`` takes the
     CLI's options as keywords and returns a :class:`~xhelpers.runner.RunSummary`.
@@ -146,8 +148,11 @@ class ParametrizedExperiments:
             where = f"group {name!r}: resources[{pattern!r}]"
             check_resources(settings, where)
             # typed like the config fields they override, so a bad value fails here,
-            # not at submission
-            BaseConfig._build({f"slurm_{k}": v for k, v in settings.items()}, source=where)
+            # not at submission (``gpus``, which no field holds, check_resources checked)
+            BaseConfig._build(
+                {f"slurm_{k}": v for k, v in settings.items() if k in SLURM_RESOURCE_KEYS},
+                source=where,
+            )
             match = re.compile(fnmatch.translate(pattern)).match
             if not any(match(n) for n in experiments):
                 raise ExperimentDefinitionError(
@@ -222,7 +227,7 @@ class ParametrizedExperiments:
         )
 
     def resources_of(self, name: str) -> dict[str, Any] | None:
-        """SLURM settings of one experiment: every matching ``resources`` pattern, in order."""
+        """Resources of one experiment: every matching ``resources`` pattern, in order."""
         merged: dict[str, Any] = {}
         for pattern, settings in self.resources.items():
             if fnmatch.fnmatchcase(name, pattern):
@@ -370,6 +375,7 @@ def run(
     *,
     jobs: int | None = None,
     workers: int | None = None,
+    gpus: Sequence[int | str] | str | None = None,
     force: bool = False,
     rerun_stale: bool = False,
     retry_failed: bool = False,
@@ -409,6 +415,7 @@ def run(
         overrides={
             "jobs": jobs,
             "workers": workers,
+            "gpus": gpus,
             "loglevel": loglevel,
             "slurm": slurm,
         },

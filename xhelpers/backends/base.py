@@ -127,12 +127,12 @@ Report = Finished | Lost
 class Backend(ABC):
     """Runs tasks and reports each exactly once as :class:`Finished` or :class:`Lost`.
 
-    The runner calls :meth:`submit`, then iterates :meth:`reports`. On Ctrl-C it calls
-    :meth:`interrupt` and iterates :meth:`reports` again to collect what is left;
-    finally :meth:`close`. Tasks never started produce no report. A backend that does
-    not ``chain`` may get :meth:`submit` again from the body of that loop (a pipeline's
-    tasks, as their upstreams succeed): it reports those too, in the same iteration or
-    in the next one the runner starts when the first ends.
+    The runner calls :meth:`check`, then :meth:`submit`, then iterates :meth:`reports`.
+    On Ctrl-C it calls :meth:`interrupt` and iterates :meth:`reports` again to collect
+    what is left; finally :meth:`close`. Tasks never started produce no report. A
+    backend that does not ``chain`` may get :meth:`submit` again from the body of that
+    loop (a pipeline's tasks, as their upstreams succeed): it reports those too, in the
+    same iteration or in the next one the runner starts when the first ends.
 
     With ``marks_submitted``, and for every :attr:`detached` submission, the runner holds
     every task's lock around :meth:`submit` and writes each ``submitted`` metafile before
@@ -188,6 +188,11 @@ class Backend(ABC):
     @abstractmethod
     def reports(self) -> Iterator[Report]:
         """Yield one report per started task as it ends."""
+
+    def check(self, tasks: Sequence[Task]) -> None:
+        """Raise ConfigError if a task asks for what this backend can never give it (the
+        local one: more GPUs than the run has). The runner asks once, with every task of
+        the run (a pipeline's later stages too), before it submits any."""
 
     def preview(self, tasks: Sequence[Task]) -> list[str]:
         """How :meth:`submit` would send ``tasks``, a line each (``--dry-run``); it

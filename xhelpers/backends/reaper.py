@@ -4,10 +4,11 @@ A worker cannot tell that its runner is gone while an experiment runs (and, fork
 it inherits the other workers' pipe ends, so even an idle one never reads EOF). This
 small process can: the runner starts it with ``python -I -S reaper.py RUNNER_PID``
 in a session of its own (a signal to the runner's process group spares it), tells it
-each worker's pid on stdin, and says ``stop`` when it closes the pool normally. When
-its parent changes instead (the runner was SIGKILLed, crashed, lost its terminal),
-it interrupts every worker's process group like Ctrl-C does, so experiments record
-themselves ``interrupted``, then kills what is left after a grace period.
+each worker's pid on stdin (``-PID`` once that worker has ended), and says ``stop``
+when it closes the pool normally. When its parent changes instead (the runner was
+SIGKILLed, crashed, lost its terminal), it interrupts every worker's process group like
+Ctrl-C does, so experiments record themselves ``interrupted``, then kills what is left
+after a grace period.
 
 Standard library only, nothing of xhelpers: it starts in a few milliseconds with
 ``-I -S`` and must not depend on what the runner had imported.
@@ -74,6 +75,8 @@ class _Told:
                     self.stopped = True
                 elif line.isdigit():
                     self.pgids.add(int(line))
+                elif line[:1] == b"-" and line[1:].isdigit():  # ended: its pid may be reused
+                    self.pgids.discard(int(line[1:]))
 
 
 def main(argv: list[str]) -> int:

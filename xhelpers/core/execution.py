@@ -58,7 +58,9 @@ class Task:
     pass_config: bool
     config: BaseConfig | None = None  # this experiment's own config, when it differs
     force: bool = False
-    resources: dict[str, Any] | None = None  # SLURM settings of its own (keys: RESOURCE_KEYS)
+    # Its own resources (keys: RESOURCE_KEYS): SLURM settings, and the GPUs a local run
+    # gives it (``gpus``).
+    resources: dict[str, Any] | None = None
     # Pipelines. ``group``: the experiment's own group when it is not the run's (an
     # upstream of another group). ``upstreams``: (group, name, folder) of each result it
     # uses, recorded in its metafile when it starts. ``after``: the folders of those
@@ -117,6 +119,9 @@ class RunContext:
     # _RunningRecord). Set by the local pool in its workers, whose runner records a
     # worker's death itself; 0 (SLURM, in-process runs) writes it before the call.
     running_record_delay: float = 0.0
+    # JSON members of the process the experiment runs in, set there by its backend (the
+    # local one: the GPUs and thread counts it gave the experiment). "" adds none.
+    env_members: str = ""
 
 
 @dataclass(slots=True)
@@ -351,6 +356,8 @@ def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> tuple[str
         head += f', "resumed_from": {json.dumps(resumed)}'
     if ctx.job_members:  # SLURM: job id, node, attempts, log files
         head += ", " + ctx.job_members
+    if ctx.env_members:  # local: its GPUs and thread counts
+        head += ", " + ctx.env_members
     text = results.encode_metafile(results.RUNNING, head)
     if previous is not None and previous.get("status") == results.SUBMITTED:
         # A marker says queued, and only a metafile says otherwise: replace it at once.

@@ -162,6 +162,7 @@ def preview(
     root = results.real_root(config.output_directory)
     backend = get_backend(backend_name)(RunContext(group.name, config, "", root=root))
     try:
+        backend.check(tasks)
         return backend.preview(tasks)
     finally:
         backend.close()
@@ -240,6 +241,11 @@ def _execute(
         submitter_waits=options.wait,
     )
     backend = backend_cls(ctx, jobs=config.jobs)
+    try:  # what it can never run fails the whole run now, before any of it runs
+        backend.check(tasks)
+    except BaseException:
+        backend.close()
+        raise
     show = options.progress
     if show is None:
         show = sys.stderr.isatty()

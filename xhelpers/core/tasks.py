@@ -1,7 +1,7 @@
 """The run's tasks: each experiment to run described as a :class:`Task`.
 
 Its metafile members (function, arguments, fingerprint at the run's scope), whether it
-takes ``config=``, its own config and SLURM resources; for a pipeline also the
+takes ``config=``, its own config and resources (SLURM's, GPUs); for a pipeline also the
 :class:`~xhelpers.core.upstreams.Result` handles its placeholders become, its upstreams,
 and which of them run in the same run (``after``).
 """

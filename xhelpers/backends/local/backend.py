@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -34,11 +35,13 @@ from xhelpers.backends.local.processes import (
     process_ref,
     stop_children_since,
 )
+from xhelpers.backends.local.slots import GpuQueue, GpuSlots, asks_for_gpus, need_of, run_gpus
+from xhelpers.backends.local.threads import ThreadLimits, ThreadPolicy, unheld_pools
 from xhelpers.core import execution
 from xhelpers.core.detached import command as detached_command
 from xhelpers.core.detached import write_payload
-from xhelpers.core.execution import RunContext, Task, execute
-from xhelpers.errors import BackendError
+from xhelpers.core.execution import RunContext, Task, execute, task_label
+from xhelpers.errors import BackendError, ConfigError
 
 __all__ = ["DETACHED_SUFFIX", "LOCAL_FOLDER", "LocalBackend"]
 
@@ -83,9 +86,81 @@ class LocalBackend(WorkerPool, Backend):
         self._longest = 0.0
         self._reaper: subprocess.Popen[bytes] | None = None
         self._refused: deque[Report] = deque()  # tasks that could not be sent to a worker
+        self._gpu_pending = GpuQueue()
+        self._gpu_workers = 0
+        self._slots: GpuSlots | None = None  # the run's GPUs, found when a task asks
+        # Read once, before any experiment: what the user set is what -j1's in-process
+        # runs change and restore, and what a worker is told to keep.
+        self._threads = ThreadPolicy.of(os.environ)
 
     def start(self, tasks: Sequence[Task]) -> None:
-        self._pending.extend(tasks)
+        gpu = [task for task in tasks if asks_for_gpus(task)]
+        if gpu:  # the runner asked already; a caller of its own may not have
+            self.check(gpu)
+        if self.jobs == 1:  # in order: one in this process, the next in a GPU worker, ...
+            self._pending.extend(tasks)
+            return
+        if tasks and not self._workers:
+            warning = unheld_pools(self._threads, self._mp.get_start_method())
+            if warning:
+                logger.warning("%s", warning)
+        if not gpu:
+            self._pending.extend(tasks)
+            return
+        for task in tasks:
+            if asks_for_gpus(task):
+                self._gpu_pending.append(task, need_of(task))
+            else:
+                self._pending.append(task)
+
+    def check(self, tasks: Sequence[Task]) -> None:
+        """More GPUs than the run has, asked by any task, is a ConfigError naming it.
+
+        A run that finds GPUs while no task asks for any says so at info level (``-v``):
+        its experiments run with ``CUDA_VISIBLE_DEVICES=""``. Not a warning: a CPU-only
+        study on a GPU machine would get it at every run, with nothing to change.
+        """
+        asking = [(task, need_of(task)) for task in tasks if asks_for_gpus(task)]
+        if not asking:
+            if tasks and self.ctx.config.gpus is None and self._slots is None:
+                found = run_gpus(self.ctx.config)
+                self._slots = GpuSlots(found)
+                if found:
+                    logger.info(
+                        "this machine has GPU%s %s, but no experiment of this run asks for "
+                        "one (resources={'PATTERN': {'gpus': 1}}): each runs without, "
+                        'with CUDA_VISIBLE_DEVICES=""',
+                        "s" if len(found) > 1 else "",
+                        ",".join(found),
+                    )
+            return
+        slots = self._gpu_slots()
+        bad = [(task, need) for task, need in asking if not slots.possible(need)]
+        if not bad:
+            return
+        task, need = bad[0]
+        label = task_label(task, self.ctx.group, task.group or self.ctx.group)
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        devices = slots.devices
+        if devices:
+            has = f"{len(devices)} (GPU{'s' if len(devices) > 1 else ''} {','.join(devices)})"
+            hint = "name more with --gpus (or config gpus), or ask for fewer"
+        elif self.ctx.config.gpus is not None:
+            has = "none (--gpus, or config gpus, names none)"
+            hint = "name them with --gpus 0,1,... (or config gpus)"
+        else:
+            has = "none (no --gpus, config gpus, CUDA_VISIBLE_DEVICES or nvidia-smi GPU)"
+            hint = "name them with --gpus 0,1,... (or config gpus)"
+        raise ConfigError(
+            f"experiment {label!r}{more} asks for {float(need):g} GPU{'s' if need > 1 else ''}"
+            f", but this run has {has}: {hint}",
+            field="gpus",
+        )
+
+    def _gpu_slots(self) -> GpuSlots:
+        if self._slots is None:
+            self._slots = GpuSlots(run_gpus(self.ctx.config))
+        return self._slots
 
     def submit(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
         """Queue the tasks; each one's ref is this process, which runs them or owns the
@@ -202,9 +277,8 @@ class LocalBackend(WorkerPool, Backend):
         return out
 
     def running(self) -> int:
-        if self.jobs == 1:
-            return 0 if self._current is None else 1
-        return sum(1 for worker in self._workers if worker.inflight)
+        running = sum(1 for worker in self._workers if worker.inflight)
+        return running + (self._current is not None) if self.jobs == 1 else running
 
     def reports(self) -> Iterator[Report]:
         if self.jobs == 1:
@@ -213,23 +287,50 @@ class LocalBackend(WorkerPool, Backend):
 
     # -- in this process -------------------------------------------------------------
     def _inline(self) -> Iterator[Report]:
+        """``-j1``: each experiment in this process, but one that asks for GPUs: that one
+        in a worker of its own, as at -jN. This process may have initialised CUDA
+        already (run.py, an earlier experiment), and then a changed
+        CUDA_VISIBLE_DEVICES would change nothing here; a fresh process reads it."""
+        if self._workers:  # a GPU worker's report, interrupted while it ran
+            yield from self._pool(cpu=False)
         if self._current is not None:  # interrupted inside execute
             task, self._current = self._current, None
             yield Lost(task, os.getpid(), None, "interrupted")
+        # The others run with what a worker of theirs would give them (no GPU, their
+        # threads), as far as this process can: for the processes they start, and for
+        # CUDA and libraries not loaded here yet (threadpoolctl resizes those that are).
+        threads = ThreadLimits(self._threads)
+        ctx = dataclasses.replace(self.ctx)
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
         with _interrupt_handler():
-            while self._pending and not self._stopping:
-                if execution.stop_requested():  # Ctrl-C between two experiments
-                    raise KeyboardInterrupt
-                task = self._pending.popleft()
-                self._current = task
-                since = boot_clock()
-                try:
-                    result = execute(task, self.ctx)
-                except KeyboardInterrupt:
-                    stop_children_since(since)
-                    raise
-                self._current = None
-                yield Finished(task, result)
+            try:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ""
+                while self._pending and not self._stopping:
+                    if execution.stop_requested():  # Ctrl-C between two experiments
+                        raise KeyboardInterrupt
+                    task = self._pending.popleft()
+                    if asks_for_gpus(task):
+                        self._gpu_pending.append(task, need_of(task))
+                        yield from self._pool(cpu=False)
+                        continue
+                    workers = (task.config or ctx.config).workers
+                    if workers != threads.workers:
+                        ctx.env_members = f'"gpus": [], {threads.apply(workers)}'
+                    self._current = task
+                    since = boot_clock()
+                    try:
+                        result = execute(task, ctx)
+                    except KeyboardInterrupt:
+                        stop_children_since(since)
+                        raise
+                    self._current = None
+                    yield Finished(task, result)
+            finally:
+                threads.restore()
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
     # -- in worker processes --------------------------------------------------------------
     def interrupt(self) -> None:
@@ -239,6 +340,7 @@ class LocalBackend(WorkerPool, Backend):
             return
         self._stopping = True
         self._pending.clear()
+        self._gpu_pending.clear()
         self._deadline = time.monotonic() + INTERRUPT_GRACE_S
         for worker in self._workers:
             if worker.inflight:

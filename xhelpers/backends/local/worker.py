@@ -1,32 +1,61 @@
-"""The worker process of the local pool: receives tasks, runs them, reports."""
+"""The worker process of the local pool: receives tasks, runs them, reports.
+
+Each worker starts with the environment its experiments get (:class:`WorkerSetup`):
+``CUDA_VISIBLE_DEVICES`` (empty, or the GPUs of the one experiment a GPU worker runs)
+and the thread-count variables (:mod:`.threads`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import pickle
 import signal
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from xhelpers.backends.local.threads import ThreadLimits, ThreadPolicy
 from xhelpers.core import execution
 from xhelpers.core.execution import RunContext, TaskResult, execute
 from xhelpers.core.logs import ForwardHandler
 from xhelpers.core.results import INTERRUPTED
 
-__all__ = ["RUNNING_RECORD_DELAY_S", "worker_main"]
+__all__ = ["RUNNING_RECORD_DELAY_S", "WorkerSetup", "worker_main"]
 
 # A worker writes an experiment's running record only once it has run this long: the
 # runner records a dead worker's experiment itself (see RunContext.running_record_delay).
 RUNNING_RECORD_DELAY_S = 0.5
 
 
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker's experiments get: its environment (the runner also has it in place
+    while it starts a spawned worker, whose interpreter reads it from its first moment),
+    the GPUs that environment names, the ``config.workers`` its thread variables are
+    the share of, and the thread policy for an experiment whose own share differs."""
+
+    environ: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[str, ...] = ()
+    workers: int = 1
+    threads: ThreadPolicy = field(default_factory=ThreadPolicy)
+
+
 def worker_main(
-    conn: Connection, ctx: RunContext, console_level: int, inherited: Sequence[int] = ()
+    conn: Connection,
+    ctx: RunContext,
+    console_level: int,
+    inherited: Sequence[int] = (),
+    setup: WorkerSetup | None = None,
 ) -> None:
+    setup = setup or WorkerSetup()
+    # Before anything else of this process runs, so CUDA, and every library loaded from
+    # now on, reads these; under fork and forkserver this is their first moment here.
+    os.environ.update(setup.environ)
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -38,6 +67,10 @@ def worker_main(
     # talks to the runner, it could cut a message in half.
     signal.signal(signal.SIGINT, execution.on_interrupt_signal)
     ctx.running_record_delay = RUNNING_RECORD_DELAY_S  # this process' own copy
+    gpus = '"gpus": ' + json.dumps(list(setup.gpus))
+    threads = ThreadLimits(setup.threads)
+    # Resizes the pools of libraries loaded before this process had its variables.
+    ctx.env_members = f"{gpus}, {threads.apply(setup.workers)}"
     lock = threading.Lock()
 
     def send(message: tuple[str, Any]) -> None:
@@ -64,6 +97,9 @@ def worker_main(
             continue
         if task is None:
             return
+        workers = (task.config or ctx.config).workers
+        if workers != threads.workers:  # its own config gives it another share
+            ctx.env_members = f"{gpus}, {threads.apply(workers)}"
         try:
             result = execute(task, ctx)
         except KeyboardInterrupt:

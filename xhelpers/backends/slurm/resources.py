@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xhelpers.config import RESOURCE_KEYS, BaseConfig, check_resources
+from xhelpers.config import SLURM_RESOURCE_KEYS, BaseConfig, check_resources
 from xhelpers.errors import ConfigError
 
 __all__ = ["resource_defaults", "resources_for", "sbatch_parameters", "with_dependency"]
@@ -17,16 +17,21 @@ __all__ = ["resource_defaults", "resources_for", "sbatch_parameters", "with_depe
 
 def resource_defaults(config: BaseConfig) -> dict[str, Any]:
     """The resource settings ``config`` gives every experiment (``slurm_<key>`` fields)."""
-    return {key: getattr(config, "slurm_" + key) for key in RESOURCE_KEYS}
+    return {key: getattr(config, "slurm_" + key) for key in SLURM_RESOURCE_KEYS}
 
 
 def resources_for(config: BaseConfig, override: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One experiment's resources: ``config``'s, updated by ``override`` (keys without
-    ``slurm_``). An unknown key is a ConfigError listing the valid ones with defaults."""
+    ``slurm_``). An unknown key is a ConfigError listing the valid ones with defaults.
+
+    ``gpus`` is what a local run gives an experiment; nothing maps it to sbatch yet
+    (``gpus_per_node`` asks SLURM for GPUs), so it is left out here: it neither reaches
+    sbatch nor splits arrays.
+    """
     res = resource_defaults(config)
     if override:
         check_resources(override, "SLURM resources")
-        res.update(override)
+        res.update((k, v) for k, v in override.items() if k in SLURM_RESOURCE_KEYS)
     return res
 
 
