@@ -17,6 +17,8 @@ from xhelpers.views.results import (
     format_cell,
     format_results,
     json_safe,
+    rows_as_csv,
+    rows_as_json,
 )
 from xhelpers.views.status import text_table
 
@@ -106,16 +108,9 @@ def format_frame(frame: pandas.DataFrame, fmt: str = "table") -> str:
     rows = frame.to_dict("records")
     columns = [str(c) for c in frame.columns]
     if fmt == "json":
-        return json.dumps(json_safe(rows), indent=1, default=str, allow_nan=False)
+        return rows_as_json(rows)
     if fmt == "csv":
-        import csv
-        import io
-
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[format_cell(r[c], exact=True) for c in columns] for r in rows])
-        return out.getvalue().rstrip("\n")
+        return rows_as_csv(columns, rows)
     if not rows:
         return "(no experiments selected)"
     return text_table(columns, [[format_cell(r[c]) for c in columns] for r in rows])

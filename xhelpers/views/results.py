@@ -56,6 +56,8 @@ __all__ = [
     "json_safe",
     "metrics_of_experiment",
     "parameters_of_experiment",
+    "rows_as_csv",
+    "rows_as_json",
 ]
 
 ROW_KEYS = ("name", "status", "duration")
@@ -263,18 +265,28 @@ def format_cell(value: Any, *, exact: bool = False) -> str:
     return str(value)
 
 
+def rows_as_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as strict JSON: NaN and infinities as null."""
+    return json.dumps(json_safe(list(rows)), indent=1, default=str, allow_nan=False)
+
+
+def rows_as_csv(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as CSV under a header: every digit of a float, lists and dicts as JSON."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([[format_cell(r[c], exact=True) for c in columns] for r in rows])
+    return out.getvalue().rstrip("\n")
+
+
 def format_results(table: ResultTable, fmt: ResultFormat = "table") -> str:
     """The table as text (metrics of runs that did not finish in brackets), CSV (with a
     header; lists and dicts as JSON) or JSON (NaN and infinities as null)."""
     if fmt == "json":
-        return json.dumps(json_safe(table.rows), indent=1, default=str, allow_nan=False)
+        return rows_as_json(table.rows)
     columns = table.columns
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([[format_cell(r[c], exact=True) for c in columns] for r in table.rows])
-        return out.getvalue().rstrip("\n")
+        return rows_as_csv(columns, table.rows)
     if not table.rows:
         return "(no experiments selected)"
     metric_set = set(table.metrics)
