@@ -236,6 +236,10 @@ def test_squeue_outranks_an_array_master_record_accounting_has_not_split_yet() -
     queue._merge_queue(found, {job: held[job] for job in asked})
     status = queue.normalize(*found["6893_1"])
     assert status.blocked and status.state is JobState.CANCELLED
+    # The same lag for an upstream task that failed (seen in CI): squeue's FAILED wins.
+    found = queue._parse_records("6894|COMPLETED|None\n", ["6894_1"], sacct=True)
+    queue._merge_queue(found, {"6894_1": ("FAILED", "NonZeroExitCode")})
+    assert queue.normalize(*found["6894_1"]).state is JobState.FAILED
 
 
 # -- on the cluster -------------------------------------------------------------------------
@@ -384,7 +388,7 @@ def test_element_wise_chain_a_failure_blocks_only_its_downstream(
     assert blocked.why is None and blocked.cause and "did not succeed" in blocked.cause
     assert meta(config, "eval/1")["status"] == results.SUBMITTED  # never ran
     # SLURM's view: the failed experiment's job failed (so its downstream could not start).
-    states = queue.query_states([f"{trains}_1", f"{trains}_0"])
+    states = queue.job_states([f"{trains}_1", f"{trains}_0"])  # sacct, then squeue: see above
     assert (states[f"{trains}_1"], states[f"{trains}_0"]) == ("FAILED", "COMPLETED")
 
     # From another process (as -l asks): the same answer, through the seam.

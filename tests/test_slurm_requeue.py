@@ -75,7 +75,7 @@ SACCT_WINDOW = (
 def test_an_end_sacct_shows_is_final_only_once_squeue_lets_go(
     fake: Callable[..., FakeSlurm],
 ) -> None:
-    slurm = fake(SACCT_WINDOW, "70_0|PENDING\n70_3|RUNNING\n71|COMPLETED\n72|CANCELLED\n")
+    slurm = fake(SACCT_WINDOW, "70_0|PENDING\n70_3|RUNNING\n71|NODE_FAIL\n72|CANCELLED\n")
     ids = ["70_0", "70_1", "70_2", "70_3", "71", "72"]
     states = slurm_queue.job_states(ids)
     assert {j: states[j] for j in ids} == {

@@ -217,15 +217,13 @@ def _queue_records(job_ids: Iterable[str]) -> dict[str, Record]:
 
 
 def _merge_queue(records: dict[str, Record], queued: dict[str, Record]) -> None:
-    """Put squeue's word over sacct's where it knows more: a job sacct shows ended that
-    squeue holds in a state that may still run was requeued; one squeue says SLURM
-    cancelled because its dependency can never be satisfied is blocked, whatever sacct
-    says: while slurmdbd has not yet written an array's tasks one by one, sacct lists
-    only the array's master record, whose state is another task's (``COMPLETED``)."""
-    for job_id, (state, reason) in queued.items():
-        known = records.get(job_id)
-        if known is None or state not in TERMINAL_STATES or reason == NEVER_SATISFIED:
-            records[job_id] = (state, reason)
+    """Put squeue's word over sacct's for every job squeue holds: the controller knows
+    each job and task as it is, accounting lags behind it. A job sacct shows ended that
+    squeue holds in a state that may still run was requeued; and while slurmdbd has not
+    yet written an array's tasks one by one, sacct lists only the array's master record,
+    whose state is another task's (``COMPLETED`` for a task that failed, or that SLURM
+    cancelled because its dependency can never be satisfied)."""
+    records.update(queued)
 
 
 def job_statuses(job_ids: Iterable[str]) -> dict[str, JobStatus]:
