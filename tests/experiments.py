@@ -284,3 +284,18 @@ def blas_threads() -> dict[str, Any]:
 
     pools = {i["internal_api"]: i["num_threads"] for i in threadpoolctl.threadpool_info()}
     return {"pools": pools, "env": {n: os.environ.get(n) for n in ENV_NAMES}, "pid": os.getpid()}
+
+
+def sleeps(*, seconds: float) -> float:
+    """Runs for ``seconds`` (a pack's walltime estimate is about it)."""
+    time.sleep(seconds)
+    return seconds
+
+
+def resumes(*, started: str, release: str, timeout: float = 120.0) -> str:
+    """Writes a checkpoint and waits to be released; a later run that finds the
+    checkpoint returns at once (as resuming training would)."""
+    if os.path.exists("checkpoint.txt"):
+        return "resumed"
+    Path("checkpoint.txt").write_text("step 1")
+    return wait_for_file(started=started, release=release, timeout=timeout)

@@ -334,16 +334,11 @@ def test_valid_gpus_resources(good: float) -> None:
     assert group.resources_of("a") == {"gpus": good}
 
 
-def test_slurm_ignores_gpus_for_now() -> None:
-    from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters
+def test_slurm_refuses_a_bad_gpus_resource() -> None:
+    from xhelpers.backends.slurm.resources import resources_for
 
-    config = BaseConfig()
-    plain = resources_for(config)
-    assert resources_for(config, {"gpus": 1}) == plain  # no key, no array of its own
-    assert "gpus_per_node" not in sbatch_parameters(resources_for(config, {"gpus": 1}), "g")
-    assert resources_for(config, {"gpus": 1, "gpus_per_node": 2})["gpus_per_node"] == 2
     with pytest.raises(ConfigError, match="gpus must be"):
-        resources_for(config, {"gpus": 2.5})
+        resources_for(BaseConfig(), {"gpus": 2.5})  # (the mapping: tests/test_slurm_packing.py)
 
 
 def test_slots_pack_shares_exactly() -> None:

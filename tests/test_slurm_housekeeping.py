@@ -183,12 +183,14 @@ def test_a_result_another_run_tidied_away_is_read_from_the_metafile(
         name: Task(name, folder, no_config, '"function": "f"', False)
         for name, folder in folders.items()
     }
-    backend._pending.update({"7_0": tasks["listed"], "7_1": tasks["ended"], "7_2": tasks["lost"]})
+    backend._pending.update(
+        {"7_0": [tasks["listed"]], "7_1": [tasks["ended"]], "7_2": [tasks["lost"]]}
+    )
     _metafile(Path(folders["listed"]), status="success", ref="7_0", duration=2.0)
     _metafile(Path(folders["ended"]), status="success", ref="7_1")
     _metafile(Path(folders["lost"]), status="success", ref="6_2")  # not this job's
     # seen in a listing, gone before it was read
-    report = backend._report("7_0")
+    (report,) = backend._report("7_0")
     assert isinstance(report, Finished) and report.result.status == results.DONE
     assert report.result.duration == 2.0
     # never seen: the job ended without a result, on two polls in a row
@@ -303,7 +305,9 @@ def test_a_waited_run_leaves_only_what_did_not_succeed(project: Path) -> None:
     data = meta(project / "results/g/ok/b")
     assert data["status"] == "success" and not Path(data["slurm_stdout"]).exists()
     assert "INFO experiments: param=7" in (project / "results/g/ok/b/experiment.log").read_text()
-    assert "exit code 3" in Path(meta(project / "results/g/mix/bad")["slurm_stderr"]).read_text()
+    # srun says so once the job's process has ended, which may be just after its result
+    stderr = Path(meta(project / "results/g/mix/bad")["slurm_stderr"])
+    wait_until(lambda: "exit code 3" in stderr.read_text(), 30, "srun's line on the exit code")
     # the failure's files stay for good, even once it is retried (as another job)
     again = cli(project, "g", "ok/*", "mix/*", "--slurm")
     assert again.returncode == 1 and "4 skipped" in again.stdout

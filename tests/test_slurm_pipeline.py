@@ -23,7 +23,7 @@ from slurm_support import SlurmCluster  # the slurm_cluster fixture is in confte
 
 from xhelpers.backends import Finished, Lost, Report, get_backend
 from xhelpers.backends.base import JobState, JobStatus
-from xhelpers.backends.slurm import backend as slurm_mod
+from xhelpers.backends.slurm import node as slurm_node
 from xhelpers.backends.slurm import queue
 from xhelpers.backends.slurm.backend import SlurmBackend, _ranges
 from xhelpers.backends.slurm.chains import Planner, dependency_string
@@ -510,12 +510,12 @@ def test_the_job_program_exits_non_zero_when_the_experiment_failed(
     from xhelpers.backends.slurm import job
 
     monkeypatch.setattr("submitit.core.submission.process_job", lambda folder: None)
-    monkeypatch.setattr(slurm_mod, "_node_status", results.FAILED)
+    monkeypatch.setattr(slurm_node, "_node_status", results.FAILED)
     assert job.main(["-u", "-m", "submitit.core._submit", "/f"]) == job.NOT_DONE
-    monkeypatch.setattr(slurm_mod, "_node_status", results.DONE)
+    monkeypatch.setattr(slurm_node, "_node_status", results.DONE)
     assert job.main(["/f"]) == 0
     # done by another run before this job reached it: its downstreams may start
-    monkeypatch.setattr(slurm_mod, "_node_status", SKIPPED)
+    monkeypatch.setattr(slurm_node, "_node_status", SKIPPED)
     assert job.main(["/f"]) == 0
-    monkeypatch.setattr(slurm_mod, "_node_status", BUSY)  # running elsewhere: not yet done
+    monkeypatch.setattr(slurm_node, "_node_status", BUSY)  # running elsewhere: not yet done
     assert job.main(["/f"]) == job.NOT_DONE

@@ -208,7 +208,7 @@ def test_waiting_backend_waits_for_a_requeued_job(
     config = BaseConfig.with_updates({"output_directory": tmp_path})
     backend = SlurmBackend(RunContext("g", config, '"xhelpers": "test"'))
     task = Task("x", str(tmp_path / "results/g/x"), no_config, '"function": "f"', False)
-    backend._pending["61_0"] = task
+    backend._pending["61_0"] = [task]
     slurm = fake("61_0|NODE_FAIL\n", "61_0|PENDING\n")
     for _ in range(3):  # seen ended on polls in a row, yet requeued: not lost
         assert list(backend._collect_lost()) == []

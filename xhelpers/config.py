@@ -63,6 +63,8 @@ SLURM_RESOURCE_KEYS = (
     "setup",
     "max_requeues",
     "signal_delay_s",
+    "experiments_per_task",
+    "pack_target_min",
 )
 # Every per-experiment resource: the SLURM ones, and ``gpus``, what a local run gives it
 # (no config field holds a default: an experiment asks for none unless it says so).
@@ -152,6 +154,18 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     )
     slurm_signal_delay_s: int = Field(
         90, ge=1, description="Seconds before the time limit that SLURM signals a checkpoint."
+    )
+    slurm_experiments_per_task: int | None = Field(
+        None,
+        ge=1,
+        description="Experiments one SLURM array task runs, in a pool of its CPUs (None: "
+        "chosen from recorded durations to fill slurm_pack_target_min; 1: one task each).",
+    )
+    slurm_pack_target_min: float = Field(
+        10.0,
+        gt=0,
+        description="How long a packed SLURM task should run, in minutes, when "
+        "slurm_experiments_per_task is None (at most slurm_timeout_min).",
     )
     slurm_poll_interval_s: float = Field(
         5.0, gt=0, description="Seconds between job-state queries (one sacct call) while waiting."

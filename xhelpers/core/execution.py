@@ -8,6 +8,7 @@ metafile: ``running`` first, then how it ended. Backends never write metafiles.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fnmatch
 import json
@@ -39,6 +40,7 @@ __all__ = [
     "execute",
     "expect_requeue",
     "on_interrupt_signal",
+    "on_requeue_signal",
     "reset_stop",
     "stop_requested",
     "task_label",
@@ -70,6 +72,9 @@ class Task:
     group: str | None = None
     upstreams: tuple[tuple[str, str, str], ...] = ()
     after: tuple[str, ...] = ()
+    # On a SLURM node, in a task that runs many experiments (a pack): this experiment's
+    # own ref and JSON members, in place of the run's ``RunContext.job_id``/``job_members``.
+    job: tuple[str, str] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Positional, not slot by slot: half the cost each way, once per task and worker.
@@ -87,6 +92,7 @@ class Task:
                 self.group,
                 self.upstreams,
                 self.after,
+                self.job,
             ),
         )
 
@@ -241,6 +247,8 @@ def _execute(task: Task, ctx: RunContext) -> TaskResult:
         taken = lock.acquire()
     except OSError as exc:  # the folder is a file, a link out of the tree, ...
         return _refused(task, exc)
+    if task.job is not None:  # one experiment of a pack: its own ref and members
+        ctx = dataclasses.replace(ctx, job_id=task.job[0], job_members=task.job[1])
     if not taken and (ctx.job_id is None or not _wait_for_submitter(lock, folder, ctx.job_id)):
         return TaskResult(task.name, BUSY)
     try:
@@ -461,7 +469,7 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str, runs: int)
             os.chdir(folder)
             _in_user_code = True
             if _stop_requested:
-                raise KeyboardInterrupt
+                raise SystemExit("requeued") if _requeue_follows else KeyboardInterrupt
             value = task.fn(config=config) if task.pass_config else task.fn()
             _in_user_code = False
             status = results.DONE
@@ -553,6 +561,20 @@ def expect_requeue() -> None:
     """
     global _requeue_follows
     _requeue_follows = True
+
+
+def on_requeue_signal(signum: int, frame: Any) -> None:
+    """The requeue signal's handler in a SLURM pack's workers: the job is being requeued.
+
+    The running experiment ends with a ``SystemExit`` recorded as a requeue (``submitted``
+    again: the job's next attempt resumes it); a worker between experiments takes none
+    more (one it was just handed is recorded so as well, unstarted).
+    """
+    global _stop_requested
+    expect_requeue()
+    _stop_requested = True
+    if _in_user_code:
+        raise SystemExit(f"requeued (signal {signum})")
 
 
 def _requeue_exit() -> tuple[type[BaseException], ...]:

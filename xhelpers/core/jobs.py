@@ -17,6 +17,7 @@ from typing import Any
 
 from xhelpers.backends import UNKNOWN_STATUS, Backend, JobState, JobStatus, find_backend
 from xhelpers.core import results
+from xhelpers.core.packs import request_cancel
 from xhelpers.core.records import record_ended, ref_of
 from xhelpers.errors import BackendError
 
@@ -133,6 +134,8 @@ def cancel(folders: Mapping[str, str]) -> CancelOutcome:
         if cls is None:
             outcome.unregistered.append(backend)
             continue
+        for name, ref in refs.items():  # for a runner that cannot be reached otherwise
+            request_cancel(folders[name], ref)
         done = cls.cancel(list(refs.values()))
         live = sorted({ref for ref in refs.values() if done.get(ref)})
         gone = sorted({ref for ref in refs.values() if not done.get(ref)})

@@ -7,13 +7,14 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import pickle
 import select
 import signal
 import subprocess
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from xhelpers.backends.base import (
@@ -92,12 +93,20 @@ class LocalBackend(WorkerPool, Backend):
         # Read once, before any experiment: what the user set is what -j1's in-process
         # runs change and restore, and what a worker is told to keep.
         self._threads = ThreadPolicy.of(os.environ)
+        # A SLURM pack sets these (xhelpers.core.packs): -j1 in a worker all the same, so
+        # a crash costs one experiment; a say on each task before it starts ("run",
+        # "skip" it, or "stop": that one and all after it stay unstarted).
+        self.in_process = jobs == 1
+        self.admit: Callable[[Task], str] | None = None
+        self.requeue_signal: int | None = None  # workers' experiments requeued on it
+        # A pack's tasks carry run.py's functions by value (cloudpickle): they go on so.
+        self.task_dumps: Callable[[Task], bytes] = _dumps
 
     def start(self, tasks: Sequence[Task]) -> None:
         gpu = [task for task in tasks if asks_for_gpus(task)]
         if gpu:  # the runner asked already; a caller of its own may not have
             self.check(gpu)
-        if self.jobs == 1:  # in order: one in this process, the next in a GPU worker, ...
+        if self.in_process:  # in order: one in this process, the next in a GPU worker, ...
             self._pending.extend(tasks)
             return
         if tasks and not self._workers:
@@ -278,10 +287,35 @@ class LocalBackend(WorkerPool, Backend):
 
     def running(self) -> int:
         running = sum(1 for worker in self._workers if worker.inflight)
-        return running + (self._current is not None) if self.jobs == 1 else running
+        return running + (self._current is not None) if self.in_process else running
+
+    def running_tasks(self) -> list[Task]:
+        """The tasks workers run now (the first each was sent)."""
+        return [worker.inflight[0] for worker in self._workers if worker.inflight]
+
+    def interrupt_task(self, name: str) -> bool:
+        """Ctrl-C for the worker that runs task ``name`` now; True if one does."""
+        for worker in self._workers:
+            if worker.inflight and worker.inflight[0].name == name:
+                killpg(worker.pid, signal.SIGINT)
+                return True
+        return False
+
+    def requeue_running(self) -> None:
+        """Stop taking tasks and have every running experiment recorded ``submitted``
+        again (its job is requeued): ``requeue_signal`` to each worker that runs one."""
+        self._stopping = True
+        self._pending.clear()
+        self._gpu_pending.clear()
+        self._deadline = time.monotonic() + INTERRUPT_GRACE_S
+        for worker in self._workers:
+            if worker.inflight and self.requeue_signal is not None:
+                killpg(worker.pid, self.requeue_signal)
+            else:
+                self._retire(worker)
 
     def reports(self) -> Iterator[Report]:
-        if self.jobs == 1:
+        if self.in_process:
             return self._inline()
         return self._pool()
 
@@ -359,6 +393,10 @@ class LocalBackend(WorkerPool, Backend):
             self._forget(worker)
         self._workers.clear()
         self._stop_reaper()
+
+
+def _dumps(task: Task) -> bytes:
+    return pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
 
 
 @contextmanager

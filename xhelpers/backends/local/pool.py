@@ -111,6 +111,9 @@ class WorkerPool:
     _gpu_pending: GpuQueue  # tasks that ask for GPUs (the rest: _pending)
     _gpu_workers: int  # live workers of one GPU experiment each
     _threads: ThreadPolicy
+    admit: Callable[[Task], str] | None  # a SLURM pack's say on each task (see backend)
+    task_dumps: Callable[[Task], bytes]  # how a task goes to a worker
+    requeue_signal: int | None
 
     def _gpu_slots(self) -> GpuSlots:
         raise NotImplementedError  # the backend's: it knows the run's GPUs
@@ -129,7 +132,7 @@ class WorkerPool:
         devices = gpus.devices if gpus is not None else ()
         share = workers or self.ctx.config.workers
         environ = {"CUDA_VISIBLE_DEVICES": ",".join(devices), **self._threads.variables(share)}
-        setup = WorkerSetup(environ, devices, share, self._threads)
+        setup = WorkerSetup(environ, devices, share, self._threads, self.requeue_signal)
         proc = self._mp.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(there, self.ctx, self._console_level, inherited, setup),
@@ -234,8 +237,10 @@ class WorkerPool:
             limit = depth if now - worker.since < 0.002 else 1
             busy += not worker.inflight
             while self._pending and len(worker.inflight) < limit:
+                if self.admit is not None and not self._admitted():
+                    continue
                 try:
-                    data = pickle.dumps(self._pending[0], pickle.HIGHEST_PROTOCOL)
+                    data = self.task_dumps(self._pending[0])
                 except Exception as exc:  # a lambda or an open file among its arguments
                     task = self._pending.popleft()
                     why = f"cannot be sent to a worker process: {type(exc).__name__}: {exc}"
@@ -256,8 +261,15 @@ class WorkerPool:
         worker of its own that exits after it."""
         slots = self._gpu_slots()
         for task, held in self._gpu_pending.ready(slots, self.jobs - self._busy()):
+            verdict = self.admit(task) if self.admit is not None else "run"
+            if verdict != "run":
+                slots.give_back(held)
+                self._gpu_pending.dirty = True
+                if verdict == "stop":
+                    self._stop_admitting()
+                continue
             try:
-                data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+                data = self.task_dumps(task)
             except Exception as exc:  # as in _fill
                 slots.give_back(held)
                 self._gpu_pending.dirty = True
@@ -272,6 +284,29 @@ class WorkerPool:
             except OSError:  # it died; its sentinel will say so and report the task lost
                 continue
             self._retire(worker)  # one experiment, then it exits
+
+    def _admitted(self) -> bool:
+        """Ask ``admit`` about the next pending task: True to send it; False when it
+        was dropped (skipped, or time is up: then every pending task is)."""
+        assert self.admit is not None
+        verdict = self.admit(self._pending[0])
+        if verdict == "run":
+            return True
+        self._pending.popleft()
+        if verdict == "stop":
+            self._stop_admitting()
+        return False
+
+    def _stop_admitting(self) -> None:
+        """No pending task starts: each is handed to ``admit`` once more (which keeps it
+        for later) and dropped from this run."""
+        assert self.admit is not None
+        for task in self._pending:
+            self.admit(task)
+        for task, _ in self._gpu_pending.waiting:
+            self.admit(task)
+        self._pending.clear()
+        self._gpu_pending.clear()
 
     def _pool(self, cpu: bool = True) -> Iterator[Report]:
         """Reports until no worker is left; ``cpu=False``: ``-j1``'s GPU experiments."""

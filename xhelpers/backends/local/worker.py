@@ -43,6 +43,9 @@ class WorkerSetup:
     gpus: tuple[str, ...] = ()
     workers: int = 1
     threads: ThreadPolicy = field(default_factory=ThreadPolicy)
+    # In a SLURM pack: the signal on which the running experiment is recorded
+    # ``submitted`` again and the worker exits (its job is being requeued).
+    requeue_signal: int | None = None
 
 
 def worker_main(
@@ -66,6 +69,8 @@ def worker_main(
     # KeyboardInterrupt only inside the experiment's own code: raised while the worker
     # talks to the runner, it could cut a message in half.
     signal.signal(signal.SIGINT, execution.on_interrupt_signal)
+    if setup.requeue_signal is not None:
+        signal.signal(setup.requeue_signal, execution.on_requeue_signal)
     ctx.running_record_delay = RUNNING_RECORD_DELAY_S  # this process' own copy
     gpus = '"gpus": ' + json.dumps(list(setup.gpus))
     threads = ThreadLimits(setup.threads)

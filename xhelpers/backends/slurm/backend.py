@@ -45,13 +45,10 @@ stdout/stderr. ``slurm_keep_job_files`` keeps everything.
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import io
 import json
 import logging
 import os
-import pickle
 import re
 import shlex
 import sys
@@ -59,12 +56,21 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from xhelpers.backends.base import Backend, Finished, JobStatus, Lost, Report, Submitted
-from xhelpers.backends.slurm import housekeeping, source_pickle
-from xhelpers.backends.slurm.chains import Batch, Planner
+from xhelpers.backends.slurm import housekeeping, packing
+from xhelpers.backends.slurm.chains import Batch, Planner, stages_of
+from xhelpers.backends.slurm.node import (
+    PackResult,
+    PackTask,
+    RequeueLimitReached,
+    SlurmTask,
+    node_succeeded,
+    pack_ref,
+)
+from xhelpers.backends.slurm.node import submitit_module as _submitit
+from xhelpers.backends.slurm.node import submitit_utils as _utils
 from xhelpers.backends.slurm.queue import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -74,20 +80,22 @@ from xhelpers.backends.slurm.queue import (
     job_statuses,
     normalize,
     parse_sacct,
+    partition_capacity,
     query_states,
     read_max_array_size,
     slurm_cancel,
     slurm_states,
 )
-from xhelpers.backends.slurm.resources import resources_for, sbatch_parameters, with_dependency
+from xhelpers.backends.slurm.resources import (
+    at_once,
+    resources_for,
+    sbatch_parameters,
+    with_dependency,
+)
 from xhelpers.config import RESOURCE_KEYS, BaseConfig
-from xhelpers.core import execution, results
-from xhelpers.core.execution import RunContext, Task, TaskResult, execute
-from xhelpers.core.summary import SKIPPED
+from xhelpers.core import results
+from xhelpers.core.execution import RunContext, Task, TaskResult
 from xhelpers.errors import BackendError
-
-if TYPE_CHECKING:
-    import submitit
 
 __all__ = [
     "ACTIVE_STATES",
@@ -98,6 +106,7 @@ __all__ = [
     "SlurmBackend",
     "SlurmTask",
     "cancel_jobs",
+    "node_succeeded",
     "parse_sacct",
     "query_states",
     "read_max_array_size",
@@ -115,119 +124,10 @@ _RESULT_CHECK_S = 1.0  # result files are looked for this often (a listdir, no S
 _JOB_PYTHON = f"{shlex.quote(sys.executable)} -u -m xhelpers.backends.slurm.job"
 _BLOCKED = "never started: a job it depends on did not succeed (SLURM: {reason})"
 
-_node_status: str | None = None  # on the node: the status of the experiment this job ran
-
-
-def node_succeeded() -> bool:
-    """On the node, once the job's task returned: whether its experiment succeeded (or
-    had, by another run, before this job reached it: its downstreams may start)."""
-    return _node_status in (results.DONE, SKIPPED)
-
-
-def _submitit() -> ModuleType:
-    """submitit, imported on first use; BackendError (usage) when it is not installed."""
-    try:
-        import submitit
-        import submitit.core.utils
-    except ModuleNotFoundError as exc:
-        raise BackendError(
-            f"the slurm backend needs {exc.name}, which is not installed "
-            f"(xhelpers depends on it): pip install {exc.name}",
-            usage=True,
-        ) from None
-    return submitit
-
-
-def _utils() -> Any:
-    return _submitit().core.utils
-
-
-class RequeueLimitReached(BackendError):
-    """Raised inside an experiment signalled for timeout/preemption once requeues are used up."""
-
 
 def slurm_folder(config: BaseConfig, group: str) -> Path:
     """Where submitit's files of ``group`` go."""
     return Path(os.path.abspath(config.output_directory)) / group / SLURM_FOLDER
-
-
-# -- what runs on the node -----------------------------------------------------------------
-class SlurmTask:
-    """The callable a SLURM job runs: ``execute(task, ctx)``; submitit-checkpointable.
-
-    Small and picklable: the task, the run's context and the requeue budget.
-    """
-
-    def __init__(self, task: Task, ctx: RunContext, max_requeues: int) -> None:
-        self.task = task
-        self.ctx = ctx
-        self.max_requeues = max_requeues
-        self.attempt = 1  # this run of the job; checkpoint() hands on attempt + 1
-        self.result: TaskResult | None = None
-
-    def __call__(self) -> TaskResult:
-        if self.result is not None:  # finished just before a signal requeued the job
-            return self._finished(self.result)
-        env = _submitit().JobEnvironment()
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # requeued by SLURM itself
-        self.attempt = max(self.attempt, restarts + 1)
-        paths = env.paths
-        node = os.environ.get("SLURMD_NODENAME") or env.hostname
-        members = {
-            "ref": env.job_id,  # the seam's reference; slurm_job_id for older readers
-            "slurm_job_id": env.job_id,
-            "node": node,
-            "attempts": self.attempt,
-            "slurm_stdout": str(paths.stdout),
-            "slurm_stderr": str(paths.stderr),
-        }
-        ctx = dataclasses.replace(
-            self.ctx, job_id=env.job_id, job_members=json.dumps(members)[1:-1]
-        )
-        task = self.task
-        if self.attempt > 1 and task.force:  # --force empties the folder once, not per attempt
-            task = dataclasses.replace(task, force=False)
-        self.result = execute(task, ctx)
-        return self._finished(self.result)
-
-    @staticmethod
-    def _finished(result: TaskResult) -> TaskResult:
-        global _node_status
-        _node_status = result.status
-        return result
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        """Called by submitit on USR2 (timeout, preemption): the job to requeue."""
-        if self.result is None and self.attempt > self.max_requeues:
-            raise RequeueLimitReached(
-                f"timed out or preempted on run {self.attempt}; not requeued: "
-                f"slurm_max_requeues={self.max_requeues} reached"
-            )
-        following = copy.copy(self)
-        following.attempt = self.attempt + 1
-        execution.expect_requeue()  # submitit's sys.exit that follows is a requeue
-        delayed: submitit.helpers.DelayedSubmission = _submitit().helpers.DelayedSubmission(
-            following
-        )
-        return delayed
-
-    def __repr__(self) -> str:
-        return f"SlurmTask({self.task.name!r}, attempt={self.attempt})"
-
-    # submitit pickles this with plain cloudpickle, which (3.1.3 on) names the code of
-    # run.py's functions "<dynamic-code>": a failure on the node would record no file and
-    # no source line. So the state goes as one payload of a pickler that keeps them.
-    def __getstate__(self) -> dict[str, bytes]:
-        return {"payload": source_pickle.dumps(self.__dict__)}
-
-    def __setstate__(self, state: dict[str, bytes]) -> None:
-        self.__dict__.update(pickle.loads(state["payload"]))
-
-    def __copy__(self) -> SlurmTask:
-        # copy.copy (checkpoint) stays shallow: it would otherwise pickle through __getstate__
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        return clone
 
 
 # -- the backend ---------------------------------------------------------------------------
@@ -255,14 +155,18 @@ class SlurmBackend(Backend):
         self.sacct_calls = 0
         self._cluster_max: int | None = None
         self._executors: dict[str, Any] = {}
-        self._pending: dict[str, Task] = {}  # job id -> task, not reported yet
+        self._pending: dict[str, list[Task]] = {}  # job id -> its task(s), not reported yet
+        self._packs: dict[str, list[Task]] = {}  # job id -> a pack's tasks, by slot
+        # partition -> its CPUs and time limit (sinfo), read once
+        self._capacity: dict[str | None, tuple[int | None, float | None]] = {}
+        self._estimates: dict[str, float] = {}  # folder -> recorded duration (packs)
         self._ended: dict[str, str] = {}  # job id -> terminal state seen without a result
         self._next_query = 0.0
         self._stopping = False
         self.keep_files = bool(ctx.config.slurm_keep_job_files)
         # array id -> {job id: experiment folder} of its tasks not seen to succeed yet:
         # the array's script and index go when the last one does (see .housekeeping).
-        self._unsucceeded: dict[str, dict[str, str]] = {}
+        self._unsucceeded: dict[str, dict[str, str | list[str]]] = {}
         self._indexed: dict[str, int] = {}  # array id -> tasks its index was written with
 
     # -- sizes -------------------------------------------------------------------------
@@ -302,6 +206,9 @@ class SlurmBackend(Backend):
             key = json.dumps(res, sort_keys=True, default=str)
             resources.setdefault(key, res)
             keys[id(task)] = key
+        sizes = self._pack_sizes(tasks, resources, keys)
+        if any(size > 1 for size in sizes.values()):
+            return self._submit_packed(tasks, resources, keys, sizes)
         planner = Planner(tasks, lambda task: keys[id(task)], self.max_array_size)
         submitted: list[tuple[Task, str]] = []
         batches = 0
@@ -318,7 +225,7 @@ class SlurmBackend(Backend):
             raise
         for task, job_id in submitted:
             self.job_ids[task.name] = job_id
-            self._pending[job_id] = task
+            self._pending[job_id] = [task]
         logger.info(
             "submitted %d experiments as %d SLURM jobs/arrays in %d stage(s): %s",
             len(submitted),
@@ -329,6 +236,144 @@ class SlurmBackend(Backend):
         return {
             task.name: Submitted(job_id, self._log_members(job_id)) for task, job_id in submitted
         }
+
+    def check(self, tasks: Sequence[Task]) -> None:
+        """A resource set that may be packed whose ``pack_target_min`` is longer than its
+        partition's time limit is a ConfigError (one sinfo call), before anything runs."""
+        seen: set[str] = set()
+        for task in tasks:
+            res = self._resources(task)
+            key = json.dumps(res, sort_keys=True, default=str)
+            if key in seen or res["experiments_per_task"] == 1:
+                continue
+            seen.add(key)
+            packing.target_s(res, self._partition(res)[1])
+
+    # -- packs ----------------------------------------------------------------------------
+    def _partition(self, res: Mapping[str, Any]) -> tuple[int | None, float | None]:
+        """The partition's CPUs and time limit (one sinfo call per partition)."""
+        partition = res["partition"]
+        if partition not in self._capacity:
+            self._capacity[partition] = partition_capacity(partition)
+        return self._capacity[partition]
+
+    def _pack_sizes(
+        self,
+        tasks: Sequence[Task],
+        resources: Mapping[str, dict[str, Any]],
+        keys: Mapping[int, str],
+    ) -> dict[tuple[int, str], int]:
+        """Experiments per array task, by stage and resource set (see :mod:`.packing`:
+        what runs at once is a stage's); 1 for every set unpacked. Reads the tasks'
+        metafiles only where it chooses."""
+        by_key: dict[tuple[int, str], list[Task]] = {}
+        for number, stage in enumerate(stages_of(tasks)):
+            for task in stage:
+                by_key.setdefault((number, keys[id(task)]), []).append(task)
+        sizes: dict[tuple[int, str], int] = {}
+        for (number, key), members in by_key.items():
+            res = resources[key]
+            if res["experiments_per_task"] is not None:
+                sizes[number, key] = int(res["experiments_per_task"])
+                if sizes[number, key] > 1:
+                    self._estimates.update(packing.recorded_durations(members))
+                continue
+            if len(members) == 1:
+                sizes[number, key] = 1
+                continue
+            cpus, limit = self._partition(res)
+            durations = packing.recorded_durations(members)
+            self._estimates.update(durations)
+            workers = (members[0].config or self.ctx.config).workers
+            sizes[number, key] = packing.pack_size(
+                len(members), res, workers, list(durations.values()), cpus, limit
+            )
+            logger.debug(
+                "%d experiments, %d durations recorded, partition CPUs %s: %d per task",
+                len(members),
+                len(durations),
+                cpus,
+                sizes[number, key],
+            )
+        return sizes
+
+    def _submit_packed(
+        self,
+        tasks: Sequence[Task],
+        resources: Mapping[str, dict[str, Any]],
+        keys: Mapping[int, str],
+        sizes: Mapping[tuple[int, str], int],
+    ) -> dict[str, Submitted]:
+        """Submit ``tasks`` in packs: per stage and resource set, arrays of packs, a
+        later stage's held by ``afterany`` on the arrays of what it uses (each of its
+        experiments checks its own upstreams when its pack reaches it: one that did
+        not succeed blocks only its own downstreams)."""
+        placed: dict[str, str] = {}  # folder -> array id of its pack
+        stages = stages_of(tasks)
+        out: dict[str, Submitted] = {}
+        submitted: list[str] = []
+        try:
+            for number, stage in enumerate(stages):
+                by_key: dict[str, list[Task]] = {}
+                for task in stage:
+                    by_key.setdefault(keys[id(task)], []).append(task)
+                for key, members in by_key.items():
+                    res = resources[key]
+                    waits = sorted(
+                        {placed[f] for t in members for f in t.after if f in placed}, key=int
+                    )
+                    dependency = "afterany:" + ":".join(waits) if waits else ""
+                    packs = packing.split(members, sizes[number, key])
+                    step = self.max_array_size
+                    for start in range(0, len(packs), step):
+                        chunk = packs[start : start + step]
+                        ids = self._submit_packs(res, chunk, dependency)
+                        submitted.extend(ids)
+                        for pack, job_id in zip(chunk, ids, strict=True):
+                            self._pending[job_id] = pack
+                            self._packs[job_id] = pack
+                            for slot, task in enumerate(pack):
+                                ref = pack_ref(job_id, slot)
+                                placed[task.folder] = _base_id(job_id)
+                                self.job_ids[task.name] = ref
+                                out[task.name] = Submitted(ref, self._log_members(job_id))
+        except BaseException:
+            if submitted:
+                self.withdraw(submitted)
+            raise
+        logger.info(
+            "submitted %d experiments in %d packed SLURM array task(s), %d array(s) in %d "
+            "stage(s): %s",
+            len(out),
+            len(submitted),
+            len({_base_id(j) for j in submitted}),
+            len(stages),
+            " ".join(self.arrays),
+        )
+        return out
+
+    def _submit_packs(
+        self, res: Mapping[str, Any], packs: list[list[Task]], dependency: str
+    ) -> list[str]:
+        """One sbatch: an array of packs; job ids in pack order."""
+        workers = (packs[0][0].config or self.ctx.config).workers
+        running = at_once(res, workers)
+        known = self._estimates
+        calls = [
+            PackTask(
+                pack,
+                list(range(len(pack))),
+                self.ctx,
+                max_requeues=int(res["max_requeues"]),
+                running=running,
+                limit_s=packing.pack_limit_s(res),
+                timeout_min=int(res["timeout_min"]),
+                estimates={t.folder: self._estimates[t.folder] for t in pack if t.folder in known},
+            )
+            for pack in packs
+        ]
+        batch = Batch("", [pack[0] for pack in packs], None, dependency)
+        return self._submit(res, batch, calls, running, [[t.folder for t in p] for p in packs])
 
     def preview(self, tasks: Sequence[Task]) -> list[str]:
         """The sbatch calls :meth:`submit` would make, one line each, stage by stage:
@@ -353,13 +398,14 @@ class SlurmBackend(Backend):
             lines.append(f"sbatch A{number} (stage {stage}): {what}: {first}; {shown}{depends}")
         return lines
 
-    def _executor(self, res: Mapping[str, Any], dependency: str = "") -> Any:
-        """An executor for ``res``: cached, or (with a dependency) made for one array."""
-        key = json.dumps(res, sort_keys=True, default=str)
+    def _executor(self, res: Mapping[str, Any], dependency: str = "", running: int = 1) -> Any:
+        """An executor for ``res`` (tasks running ``running`` experiments at once):
+        cached, or (with a dependency) made for one array."""
+        key = json.dumps([res, running], sort_keys=True, default=str)
         executor = None if dependency else self._executors.get(key)
         if executor is None:
             try:
-                params = sbatch_parameters(res, self.ctx.group)
+                params = sbatch_parameters(res, self.ctx.group, running)
                 if dependency:
                     params = with_dependency(params, dependency)
                 executor = _submitit().SlurmExecutor(
@@ -372,12 +418,23 @@ class SlurmBackend(Backend):
                 self._executors[key] = executor
         return executor
 
-    def _submit(self, res: Mapping[str, Any], batch: Batch) -> list[str]:
-        """One sbatch: an array (or a plain job for one task); job ids in task order."""
-        executor = self._executor(res, batch.dependency)
+    def _submit(
+        self,
+        res: Mapping[str, Any],
+        batch: Batch,
+        calls: Sequence[SlurmTask | PackTask] | None = None,
+        running: int = 1,
+        folders: Sequence[str | list[str]] | None = None,
+    ) -> list[str]:
+        """One sbatch: an array (or a plain job for one task); job ids in task order.
+        ``calls``/``folders``: what each job runs and the folders it runs in (a pack's,
+        by slot), when not one SlurmTask per task of the batch."""
+        executor = self._executor(res, batch.dependency, running)
         self.folder.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.folder))
-        calls = [SlurmTask(task, self.ctx, int(res["max_requeues"])) for task in batch.tasks]
+        if calls is None:
+            calls = [SlurmTask(task, self.ctx, int(res["max_requeues"])) for task in batch.tasks]
+        calls = list(calls)
         try:
             # submitit prints sbatch's stderr itself; the error we raise carries it.
             with contextlib.redirect_stderr(io.StringIO()):
@@ -395,11 +452,12 @@ class SlurmBackend(Backend):
         array = _base_id(ids[0])
         self.arrays.append(array)
         if not self.keep_files:
-            folders = [task.folder for task in batch.tasks]
+            if folders is None:
+                folders = [task.folder for task in batch.tasks]
             self._index(array, dict(zip(ids, folders, strict=True)))
         return ids
 
-    def _index(self, array: str, tasks: dict[str, str]) -> None:
+    def _index(self, array: str, tasks: dict[str, str | list[str]]) -> None:
         """Record which experiment each job of ``array`` runs, for later runs to tidy."""
         try:
             housekeeping.write_index(self.folder, array, tasks)
@@ -410,7 +468,7 @@ class SlurmBackend(Backend):
         self._indexed[array] = len(tasks)
 
     def _submit_array(
-        self, executor: Any, calls: list[SlurmTask], indices: list[int] | None
+        self, executor: Any, calls: list[SlurmTask | PackTask], indices: list[int] | None
     ) -> list[str]:
         """submitit's array submission, with the job's program ours (submitit's own
         array path drops the executor's ``python``) and any array indices (sparse ones
@@ -458,10 +516,11 @@ class SlurmBackend(Backend):
     def withdraw(self, refs: Sequence[str]) -> None:
         """Cancel jobs just submitted (their tasks wait for the submitter's locks) and
         drop their files; they are forgotten."""
-        bases = {_base_id(ref) for ref in refs}
+        bases = {_base_id(ref.split("/", 1)[0]) for ref in refs}
         for job_id in [j for j in self._pending if _base_id(j) in bases]:
-            task = self._pending.pop(job_id)
-            self.job_ids.pop(task.name, None)
+            for task in self._pending.pop(job_id):
+                self.job_ids.pop(task.name, None)
+            self._packs.pop(job_id, None)
         for base in bases:  # their index goes with their other files below
             self._unsucceeded.pop(base, None)
             self._indexed.pop(base, None)
@@ -519,53 +578,94 @@ class SlurmBackend(Backend):
             if name.endswith("_0_result.pkl"):
                 job_id = name[: -len("_0_result.pkl")]
                 if job_id in self._pending:
-                    yield self._report(job_id)
+                    yield from self._report(job_id)
 
-    def _report(self, job_id: str, status: JobStatus | None = None) -> Report:
-        """The report of a job whose result file exists, or (status given) that ended without."""
-        task = self._pending.pop(job_id)
+    def _report(self, job_id: str, status: JobStatus | None = None) -> list[Report]:
+        """The reports of a job whose result file exists, or (status given) that ended
+        without: one, or one per experiment of a pack."""
+        tasks = self._pending.pop(job_id)
         self._ended.pop(job_id, None)
+        if job_id in self._packs:
+            return self._pack_reports(job_id, self._packs.pop(job_id), status)
+        task = tasks[0]
         if status is not None and status.blocked:
             cause = _BLOCKED.format(reason=status.reason)
             logger.info("[%s] SLURM job %s %s", task.name, job_id, cause)
-            return Lost(task, None, None, cause=cause, state=status)
+            return [Lost(task, None, None, cause=cause, state=status)]
         if status is not None:
             recorded = self._recorded(task, job_id)
             if recorded is not None:
-                return recorded
+                return [recorded]
             logger.warning(
                 "[%s] SLURM job %s ended %s without a result", task.name, job_id, status.raw
             )
-            return Lost(task, None, None, status.raw, state=status)
+            return [Lost(task, None, None, status.raw, state=status)]
+        value = self._result(job_id)
+        if isinstance(value, TaskResult):
+            self._served(job_id, value.status == results.DONE)
+            return [Finished(task, value)]
+        recorded = self._recorded(task, job_id)
+        return [recorded or Lost(task, None, None, "FAILED", state=normalize("FAILED"))]
+
+    def _result(self, job_id: str) -> TaskResult | PackResult | None:
+        """What the job returned; None (said in the log) if it failed outside its
+        experiments or its result cannot be read."""
         try:
             outcome, value = _utils().pickle_load(self._result_path(job_id))
         except Exception as exc:
-            recorded = self._recorded(task, job_id)
-            if recorded is not None:
-                return recorded
-            logger.error("[%s] unreadable result of SLURM job %s: %s", task.name, job_id, exc)
-            return Lost(task, None, None, "FAILED", state=normalize("FAILED"))
-        if outcome == "success" and isinstance(value, TaskResult):
-            self._served(job_id, value.status == results.DONE)
-            return Finished(task, value)
+            logger.error("unreadable result of SLURM job %s: %s", job_id, exc)
+            return None
+        if outcome == "success" and isinstance(value, (TaskResult, PackResult)):
+            return value
         tail = str(value).strip().splitlines()[-1:] or ["?"]
         paths = _utils().JobPaths(self.folder, job_id=job_id, task_id=0)
         logger.error(
-            "[%s] SLURM job %s failed outside the experiment: %s (see %s)",
-            task.name,
+            "SLURM job %s failed outside its experiments: %s (see %s)",
             job_id,
             tail[0],
             paths.stderr,
         )
-        return Lost(task, None, None, "FAILED", state=normalize("FAILED"))
+        return None
 
-    def _recorded(self, task: Task, job_id: str) -> Finished | None:
+    def _pack_reports(
+        self, job_id: str, tasks: list[Task], status: JobStatus | None
+    ) -> list[Report]:
+        """A pack's reports: each experiment's result, or what its metafile recorded
+        (success under its ref), or Lost with the job's end."""
+        by_name: dict[str, TaskResult] = {}
+        if status is None:
+            value = self._result(job_id)
+            if isinstance(value, PackResult):
+                by_name = {r.name: r for r in value.results}
+        ended = status or normalize("FAILED")
+        out: list[Report] = []
+        for slot, task in enumerate(tasks):
+            result = by_name.get(task.name)
+            if result is not None:
+                out.append(Finished(task, result))
+                continue
+            recorded = self._recorded(task, pack_ref(job_id, slot), job_id)
+            if recorded is not None:
+                out.append(recorded)
+                continue
+            logger.warning(
+                "[%s] SLURM job %s ended %s without its result", task.name, job_id, ended.raw
+            )
+            out.append(Lost(task, None, None, ended.raw, state=ended))
+        succeeded = all(isinstance(r, Finished) and r.result.status == results.DONE for r in out)
+        self._served(job_id, succeeded)
+        return out
+
+    def _recorded(self, task: Task, ref: str, pack: str | None = None) -> Finished | None:
         """The success its metafile records, for a job whose result file is gone: the
-        next run of the group (another shell's) may tidy it away before we read it."""
-        meta = housekeeping.recorded_success(task.folder, job_id)
+        next run of the group (another shell's) may tidy it away before we read it.
+        ``pack``: the job of a pack ``ref`` is an experiment of (its files stay until
+        the whole pack is reported)."""
+        meta = housekeeping.recorded_success(task.folder, ref)
         if meta is None:
             return None
-        self._served(job_id, True)
+        if pack is None:
+            self._served(ref, True)
         duration = meta.get("duration")
         return Finished(
             task, TaskResult(task.name, results.DONE, duration if _is_number(duration) else None)
@@ -617,11 +717,11 @@ class SlurmBackend(Backend):
                 self._ended.pop(job_id, None)
                 continue
             if status.blocked:  # it never ran: no result can come
-                yield self._report(job_id, status)
+                yield from self._report(job_id, status)
             elif self._result_path(job_id).exists():
-                yield self._report(job_id)
+                yield from self._report(job_id)
             elif job_id in self._ended:
-                yield self._report(job_id, status)
+                yield from self._report(job_id, status)
             else:
                 self._ended[job_id] = status.raw
 
@@ -662,7 +762,7 @@ class SlurmBackend(Backend):
 
     @classmethod
     def handles(cls, refs: Iterable[str]) -> list[str]:
-        return list(dict.fromkeys(_base_id(ref) for ref in refs))
+        return list(dict.fromkeys(_base_id(ref.split("/", 1)[0]) for ref in refs))
 
     @classmethod
     def follow_hint(cls, handles: Sequence[str]) -> str | None:

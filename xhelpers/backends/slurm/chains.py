@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from xhelpers.core.execution import Task
 from xhelpers.errors import BackendError
 
-__all__ = ["Batch", "Planner", "dependency_string"]
+__all__ = ["Batch", "Planner", "dependency_string", "stages_of"]
 
 
 @dataclass(slots=True)
@@ -266,3 +266,8 @@ def _stages(tasks: Sequence[Task]) -> list[list[Task]]:
     for task, lv in zip(tasks, level, strict=True):
         stages[lv or 0].append(task)
     return stages
+
+
+def stages_of(tasks: Sequence[Task]) -> list[list[Task]]:
+    """Tasks by stage (see :class:`Planner`); BackendError on a cycle."""
+    return _stages(tasks)

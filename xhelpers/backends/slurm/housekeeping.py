@@ -117,20 +117,21 @@ def index_name(array: str) -> str:
     return f"{array}{INDEX_SUFFIX}"
 
 
-def write_index(folder: Path, array: str, tasks: Mapping[str, str]) -> None:
-    """Record which experiment each job of ``array`` runs: ``{job id: folder}``.
+def write_index(folder: Path, array: str, tasks: Mapping[str, str | list[str]]) -> None:
+    """Record which experiment each job of ``array`` runs: ``{job id: folder}`` (a
+    pack's job: the folders of its experiments, by slot).
 
     Relative to ``folder``, so a result tree that moves as a whole stays tidied. Written
     to a temporary name first: a tidy that reads it meanwhile reads all of it or none.
     """
-    relative = {job: os.path.relpath(path, folder) for job, path in tasks.items()}
+    relative = {job: _relative(folder, path) for job, path in tasks.items()}
     path = folder / index_name(array)
     temporary = path.with_name(path.name + ".tmp")  # named by the job: withdraw() takes it
     temporary.write_text(json.dumps(relative, indent=0))
     os.replace(temporary, path)
 
 
-def _read_index(path: Path, array: str) -> dict[str, str] | None:
+def _read_index(path: Path, array: str) -> dict[str, str | list[str]] | None:
     """The index of ``array``; None unless every entry is a job of that array: the
     names of the files removed are made from these ids."""
     try:
@@ -140,9 +141,34 @@ def _read_index(path: Path, array: str) -> dict[str, str] | None:
     if not isinstance(data, dict):
         return None
     for job, rel in data.items():
-        if not (isinstance(rel, str) and (job == array or re.fullmatch(rf"{array}_\d+", job))):
+        listed = isinstance(rel, list) and all(isinstance(r, str) for r in rel)
+        if not (
+            (isinstance(rel, str) or listed)
+            and (job == array or re.fullmatch(rf"{array}_\d+", job))
+        ):
             return None
     return data
+
+
+def _absolute(folder: Path, rel: str | list[str]) -> str | list[str]:
+    return [str(folder / r) for r in rel] if isinstance(rel, list) else str(folder / rel)
+
+
+def _relative(folder: Path, path: str | list[str]) -> str | list[str]:
+    if isinstance(path, list):
+        return [os.path.relpath(p, folder) for p in path]
+    return os.path.relpath(path, folder)
+
+
+def _succeeded(folder: Path, job: str, rel: str | list[str]) -> bool:
+    """Whether the experiment of job ``job`` (or, for a pack, each of its experiments,
+    ref ``<job>/<slot>``) recorded success under that job."""
+    if isinstance(rel, list):
+        return all(
+            recorded_success(os.path.normpath(folder / one), f"{job}/{slot}") is not None
+            for slot, one in enumerate(rel)
+        )
+    return recorded_success(os.path.normpath(folder / rel), job) is not None
 
 
 def recorded_success(folder: str, job_id: str) -> dict[str, Any] | None:
@@ -219,8 +245,7 @@ def tidy(folder: Path) -> int:
         left = {
             job: rel
             for job, rel in tasks.items()
-            if not _settled(job, present)
-            or recorded_success(os.path.normpath(folder / rel), job) is None
+            if not _settled(job, present) or not _succeeded(folder, job, rel)
         }
         for job in tasks.keys() - left.keys():
             gone += remove(folder, [n for n in served_files(folder, job) if n in present])
@@ -228,7 +253,9 @@ def tidy(folder: Path) -> int:
             gone += remove_array(folder, array, names)
         elif len(left) < len(tasks):
             with contextlib.suppress(OSError):  # the next run tries again
-                write_index(folder, array, {job: str(folder / rel) for job, rel in left.items()})
+                write_index(
+                    folder, array, {job: _absolute(folder, rel) for job, rel in left.items()}
+                )
     if gone:
         logger.info("removed %d files of succeeded SLURM jobs from %s", gone, folder)
     return gone

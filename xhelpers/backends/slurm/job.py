@@ -21,10 +21,12 @@ NOT_DONE = 3  # the experiment ran and did not succeed: its metafile says how
 def main(argv: Sequence[str]) -> int:
     from submitit.core.submission import process_job
 
-    from xhelpers.backends.slurm import backend
+    # What runs here lives in .node: the submitting side (backend, queue, packing) is
+    # not imported on the node.
+    from xhelpers.backends.slurm import node
 
     process_job(argv[-1])  # raises (the job fails) when submitit could not run the task
-    return 0 if backend.node_succeeded() else NOT_DONE
+    return 0 if node.node_succeeded() else NOT_DONE
 
 
 if __name__ == "__main__":

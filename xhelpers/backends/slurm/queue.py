@@ -26,6 +26,7 @@ __all__ = [
     "normalize",
     "parse_sacct",
     "parse_squeue",
+    "partition_capacity",
     "query_states",
     "queue_states",
     "read_max_array_size",
@@ -104,6 +105,55 @@ def read_max_array_size() -> int:
 
 def _base_id(job_id: str) -> str:
     return job_id.split("_", 1)[0]
+
+
+def partition_capacity(partition: str | None) -> tuple[int | None, float | None]:
+    """(CPUs, time limit in minutes) of ``partition`` (None: the default one) from ONE
+    ``sinfo`` call; either None when SLURM does not say (``infinite``, no such
+    partition, sinfo failing: packing then falls back on its other limits)."""
+    cmd = ["sinfo", "-h", "-o", "%P|%C|%l"]
+    try:
+        proc = _run(cmd)
+    except BackendError:
+        return None, None
+    if proc.returncode != 0:
+        return None, None
+    cpus: int | None = None
+    limit: float | None = None
+    for line in proc.stdout.splitlines():
+        name, _, rest = line.strip().partition("|")
+        counts, _, time_limit = rest.partition("|")
+        default = name.endswith("*")
+        if (partition is None and not default) or (
+            partition is not None and name.rstrip("*") != partition
+        ):
+            continue
+        total = counts.split("/")[-1]
+        if total.isdigit():
+            cpus = (cpus or 0) + int(total)
+        limit = _minutes(time_limit.strip())
+    return cpus, limit
+
+
+def _minutes(text: str) -> float | None:
+    """SLURM's time (``[days-]hours:minutes:seconds``, ``minutes``, ...) in minutes;
+    None for ``infinite`` or what does not parse."""
+    days, _, clock = text.rpartition("-") if "-" in text else ("", "", text)
+    parts = clock.split(":")
+    if (
+        not all(p.isdigit() for p in parts)
+        or not 1 <= len(parts) <= 3
+        or (days and not days.isdigit())
+    ):
+        return None
+    numbers = [int(p) for p in parts]
+    if len(numbers) == 1:
+        seconds = numbers[0] * 60
+    elif len(numbers) == 2:
+        seconds = numbers[0] * 60 + numbers[1]
+    else:
+        seconds = numbers[0] * 3600 + numbers[1] * 60 + numbers[2]
+    return (int(days or 0) * 86400 + seconds) / 60
 
 
 # A job SLURM cancelled because its dependency can never be satisfied (an upstream it
@@ -330,7 +380,8 @@ def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
     asked about jobs whose end is in question: then nothing is known.
     """
     asked = list(dict.fromkeys(refs))
-    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(ref)]
+    jobs = {ref: _job_of(ref) for ref in asked if isinstance(ref, str)}
+    valid = list(dict.fromkeys(job for job in jobs.values() if _REF.fullmatch(job)))
     found: dict[str, Record] = {}
     if valid:
         try:
@@ -349,7 +400,15 @@ def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
                         raise
                     queued = {}
                 _merge_queue(found, queued)
-    return {ref: normalize(*found[ref]) if ref in found else UNKNOWN_STATUS for ref in asked}
+    return {
+        ref: normalize(*found[jobs[ref]]) if jobs.get(ref) in found else UNKNOWN_STATUS
+        for ref in asked
+    }
+
+
+def _job_of(ref: str) -> str:
+    """The job of a ref: itself, or for an experiment of a pack (``123_4/7``) its job."""
+    return ref.split("/", 1)[0]
 
 
 def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
@@ -359,15 +418,18 @@ def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
     {ref: True if cancelled, False if it had ended (or SLURM never knew it)}.
     """
     asked = list(dict.fromkeys(refs))
-    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(ref)]
+    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(_job_of(ref))]
     live: list[str] = []
     if valid:
-        held = _queue_records(valid)
+        held = _queue_records([_job_of(ref) for ref in valid])
         for ref in valid:
-            states = [held[ref][0]] if ref in held else []
-            if "_" not in ref:  # an array by its base id: any of its tasks
-                states += [s for job, (s, _) in held.items() if job.startswith(ref + "_")]
+            job = _job_of(ref)
+            states = [held[job][0]] if job in held else []
+            if "_" not in job:  # an array by its base id: any of its tasks
+                states += [s for one, (s, _) in held.items() if one.startswith(job + "_")]
             if any(state not in TERMINAL_STATES for state in states):
                 live.append(ref)
-    cancel_jobs(live)
+    # An experiment of a pack is not its job: the pack honours the request the core
+    # left in its folder (xhelpers.core.packs) and runs on with the others.
+    cancel_jobs(ref for ref in live if "/" not in ref)
     return {ref: ref in live for ref in asked}

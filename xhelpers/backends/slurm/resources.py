@@ -6,13 +6,27 @@ No submitit import here: definitions and planning use it without paying for one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
-from xhelpers.config import SLURM_RESOURCE_KEYS, BaseConfig, check_resources
+from xhelpers.config import (
+    RESOURCE_KEYS,
+    SLURM_RESOURCE_KEYS,
+    BaseConfig,
+    check_resources,
+    gpu_need,
+)
 from xhelpers.errors import ConfigError
 
-__all__ = ["resource_defaults", "resources_for", "sbatch_parameters", "with_dependency"]
+__all__ = [
+    "at_once",
+    "gpus_asked",
+    "resource_defaults",
+    "resources_for",
+    "sbatch_parameters",
+    "with_dependency",
+]
 
 
 def resource_defaults(config: BaseConfig) -> dict[str, Any]:
@@ -24,19 +38,35 @@ def resources_for(config: BaseConfig, override: Mapping[str, Any] | None = None)
     """One experiment's resources: ``config``'s, updated by ``override`` (keys without
     ``slurm_``). An unknown key is a ConfigError listing the valid ones with defaults.
 
-    ``gpus`` is what a local run gives an experiment; nothing maps it to sbatch yet
-    (``gpus_per_node`` asks SLURM for GPUs), so it is left out here: it neither reaches
-    sbatch nor splits arrays.
+    ``gpus`` (default 0) is what the experiment itself needs: SLURM is asked for it (see
+    :func:`gpus_asked`), and experiments needing different numbers go in different arrays.
     """
     res = resource_defaults(config)
+    res["gpus"] = 0.0
     if override:
         check_resources(override, "SLURM resources")
-        res.update((k, v) for k, v in override.items() if k in SLURM_RESOURCE_KEYS)
+        res.update((k, v) for k, v in override.items() if k in RESOURCE_KEYS)
+        res["gpus"] = gpu_need(res["gpus"], "SLURM resources")
     return res
 
 
-def sbatch_parameters(res: Mapping[str, Any], job_name: str) -> dict[str, Any]:
-    """Resources as submitit ``SlurmExecutor.update_parameters`` arguments."""
+def at_once(res: Mapping[str, Any], workers: int) -> int:
+    """How many experiments a packed task runs at once: its CPUs over each one's
+    ``workers`` (threads), at least one."""
+    return max(1, int(res["cpus_per_task"]) // max(1, workers))
+
+
+def gpus_asked(res: Mapping[str, Any], running: int = 1) -> int:
+    """The GPUs one array task asks SLURM for: what ``running`` experiments at once need
+    (``gpus`` each: fractions share a device, so 4 x 0.5 is 2), and at least the
+    ``gpus_per_node`` set by hand."""
+    need = float(res.get("gpus") or 0) * running
+    return max(int(res["gpus_per_node"] or 0), math.ceil(need - 1e-9))
+
+
+def sbatch_parameters(res: Mapping[str, Any], job_name: str, running: int = 1) -> dict[str, Any]:
+    """Resources as submitit ``SlurmExecutor.update_parameters`` arguments, for array
+    tasks that run ``running`` experiments at once (a pack's pool; 1 unpacked)."""
     params: dict[str, Any] = {
         "job_name": job_name,
         "time": int(res["timeout_min"]),
@@ -46,8 +76,9 @@ def sbatch_parameters(res: Mapping[str, Any], job_name: str) -> dict[str, Any]:
     }
     if res["partition"]:
         params["partition"] = res["partition"]
-    if res["gpus_per_node"]:
-        params["gpus_per_node"] = int(res["gpus_per_node"])
+    gpus = gpus_asked(res, running)
+    if gpus:
+        params["gpus_per_node"] = gpus
     if res["mem_gb"] is not None:
         params["mem"] = _sbatch_memory(float(res["mem_gb"]))
     if res["setup"]:

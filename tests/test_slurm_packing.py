@@ -1,0 +1,355 @@
+"""Packing: many experiments per SLURM array task, on the real local cluster.
+
+Each test runs ``python run.py ... --slurm`` against the cluster (scripts/local-slurm);
+waits are bounded polls on files or metafiles, never fixed sleeps. The pack size, its
+walltime estimate and the GPU request are also checked without a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TESTS, meta, run_py, wait_until, write_run_py
+from slurm_support import SlurmCluster
+
+from xhelpers.backends.slurm import packing, queue
+from xhelpers.backends.slurm.resources import gpus_asked, resources_for, sbatch_parameters
+from xhelpers.config import BaseConfig
+from xhelpers.core.execution import RunContext, Task
+from xhelpers.core.packs import DEFAULT_ESTIMATE_S, Walltime, run_pack
+from xhelpers.errors import ConfigError
+
+
+def cli(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return run_py(folder, *args, timeout=timeout, env=dict(os.environ, PYTHONPATH=str(TESTS)))
+
+
+def configure(folder: Path, cluster: SlurmCluster, **settings: Any) -> None:
+    lines = [
+        "class Config:",
+        f"    slurm_partition = {cluster.partition!r}",
+        "    slurm_poll_interval_s = 0.5",
+        "    slurm_timeout_min = 5",
+    ] + [f"    {key} = {value!r}" for key, value in settings.items()]
+    (folder / "config.py").write_text("\n".join(lines) + "\n")
+
+
+def status(folder: Path) -> str | None:
+    try:
+        return str(meta(folder)["status"])
+    except (OSError, ValueError):
+        return None
+
+
+def scripts(folder: Path) -> list[str]:
+    return sorted(p.read_text() for p in folder.glob("*_submission.sh"))
+
+
+# -- on the cluster ---------------------------------------------------------------------------
+def test_a_pack_runs_each_experiment_as_its_own(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    # 12 experiments with 2 CPUs per task: packed (sizes from the default estimate and
+    # the partition's CPUs), one array; a failure and a crash cost only themselves.
+    write_run_py(
+        tmp_path,
+        """
+        names = {f"ok/{i}": partial(ex.write_param, param=i) for i in range(10)}
+        names["bad"] = ex.raises
+        names["crash"] = ex.hard_exit
+        g = xh.ParametrizedExperiments("g", names, configcls=ex.TConfig)
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_cpus_per_task=2)
+    proc = cli(tmp_path, "g", "--slurm")
+    assert proc.returncode == 1, proc.stderr
+    assert "10 succeeded, 0 skipped, 2 failed" in proc.stdout
+    group = tmp_path / "results/g"
+    metas = {
+        p.parent.relative_to(group).as_posix(): json.loads(p.read_text())
+        for p in group.glob("**/metafile.json")
+    }
+    assert len(metas) == 12
+    jobs = {m["slurm_job_id"] for m in metas.values()}
+    assert len({j.split("_")[0] for j in jobs}) == 1  # one sbatch
+    assert len(jobs) < 12  # packed: fewer array tasks than experiments
+    for name, m in metas.items():
+        slot = m["slurm_pack_slot"]
+        assert m["ref"] == f"{m['slurm_job_id']}/{slot}"
+        assert m["slurm_pack"]["job"] == m["slurm_job_id"] and m["slurm_pack"]["running"] == 2
+        assert m["threads"]["OMP_NUM_THREADS"] == "1"  # 2 CPUs, 2 at once
+        if name.startswith("ok/"):
+            assert m["status"] == "success" and m["returned"]["param"] == int(name[3:])
+    assert metas["bad"]["status"] == "failed" and metas["bad"]["error"]["type"] == "ValueError"
+    assert metas["crash"]["status"] == "failed"
+    assert metas["crash"]["error"]["type"] == "WorkerDied"
+    # -l per experiment, by its own ref
+    listed = cli(tmp_path, "g", "-l")
+    assert f"{metas['ok/3']['ref']}" in listed.stdout and "10 done, 2 failed" in listed.stdout
+    kept = scripts(group / ".slurm")  # the array with failures keeps its script
+    assert len(kept) == 1 and "#SBATCH --array=" in kept[0]
+
+
+def test_a_pack_requeues_what_it_has_no_time_for(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    # Time limit 1 min, checkpoint signal 10 s before it: a pack may start experiments
+    # for 50 s. Each takes 6 s and is estimated at 30 s (recorded by an earlier run):
+    # the pack starts what fits, requeues its job with the rest, which then run.
+    write_run_py(
+        tmp_path,
+        """
+        names = {f"s/{i}": partial(ex.sleeps, seconds=6) for i in range(6)}
+        g = xh.ParametrizedExperiments("g", names)
+        """,
+    )
+    configure(
+        tmp_path,
+        slurm_cluster,
+        slurm_timeout_min=1,
+        slurm_signal_delay_s=10,
+        slurm_experiments_per_task=6,
+    )
+    for i in range(6):  # an earlier run that failed after 30 s each
+        folder = tmp_path / f"results/g/s/{i}"
+        folder.mkdir(parents=True)
+        (folder / "metafile.json").write_text('{"status": "failed", "duration": 30}')
+    proc = cli(tmp_path, "g", "--slurm")
+    assert proc.returncode == 0, proc.stderr
+    metas = [meta(tmp_path / f"results/g/s/{i}") for i in range(6)]
+    assert all(m["status"] == "success" for m in metas)
+    assert len({m["slurm_job_id"] for m in metas}) == 1  # one task, requeued
+    attempts = [m["attempts"] for m in metas]
+    assert attempts[0] == 1 and attempts[-1] >= 2, attempts
+
+
+def test_preempted_pack_requeues_its_running_experiments(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    write_run_py(
+        tmp_path,
+        """
+        names = {f"r/{i}": partial(ex.resumes, started="started", release="../../../../release")
+                 for i in range(3)}
+        g = xh.ParametrizedExperiments("g", names)
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_cpus_per_task=2, slurm_experiments_per_task=3)
+    proc = cli(tmp_path, "g", "--slurm", "--no-wait")
+    assert proc.returncode == 0, proc.stderr
+    group = tmp_path / "results/g"
+    wait_until(
+        lambda: all((group / f"r/{i}/started").exists() for i in (0, 1)),
+        timeout=120,
+        what="two experiments of the pack running",
+    )
+    job = meta(group / "r/0")["slurm_job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=60)  # preemption
+    wait_until(
+        lambda: all(status(group / f"r/{i}") == "success" for i in range(2)),
+        timeout=150,
+        what="the requeued pack resuming its experiments",
+    )
+    for i in range(2):
+        m = meta(group / f"r/{i}")
+        assert m["returned"] == "resumed" and m["resumed_from"] == ["checkpoint.txt"]
+        assert m["attempts"] == 2 and m["runs"] == 2 and m["slurm_job_id"] == job
+    (tmp_path / "release").write_text("")
+    wait_until(lambda: status(group / "r/2") == "success", timeout=120, what="the third")
+    assert meta(group / "r/2")["slurm_job_id"] == job
+
+
+def test_cancel_one_experiment_of_a_pack(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    write_run_py(
+        tmp_path,
+        """
+        names = {f"w/{i}": partial(ex.wait_for_file, started="started",
+                                   release="../../../../release", timeout=120)
+                 for i in range(3)}
+        g = xh.ParametrizedExperiments("g", names)
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_cpus_per_task=2, slurm_experiments_per_task=3)
+    assert cli(tmp_path, "g", "--slurm", "--no-wait").returncode == 0
+    group = tmp_path / "results/g"
+    wait_until(
+        lambda: all((group / f"w/{i}/started").exists() for i in (0, 1)),
+        timeout=120,
+        what="two experiments of the pack running",
+    )
+    # w/0 runs, w/2 waits for a free worker of its pack: both cancelled, w/1 runs on.
+    proc = cli(tmp_path, "g", "w/0", "w/2", "--cancel")
+    assert proc.returncode == 0, proc.stderr
+    assert status(group / "w/0") == "interrupted" and status(group / "w/2") == "interrupted"
+    assert status(group / "w/1") == "running"
+    (tmp_path / "release").write_text("")
+    wait_until(lambda: status(group / "w/1") == "success", timeout=60, what="w/1 ending")
+    assert not (group / "w/2/started").exists()  # never started
+    listed = cli(tmp_path, "g", "-l").stdout
+    assert "1 done, 2 interrupted" in listed
+
+
+def test_packed_pipeline_blocks_only_the_downstreams_of_a_failure(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    write_run_py(
+        tmp_path,
+        """
+        train = xh.ParametrizedExperiments(
+            "train", {f"{i}": (partial(ex.raises) if i == 1 else partial(ex.no_config, value=i))
+                      for i in range(4)})
+        ev = xh.ParametrizedExperiments(
+            "eval", {f"{i}": partial(ex.evaluates, i=i, value=xh.upstream("train", f"{i}"))
+                     for i in range(4)})
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_experiments_per_task=2)
+    proc = cli(tmp_path, "eval", "--slurm")
+    assert proc.returncode == 1, proc.stderr
+    assert status(tmp_path / "results/eval/1") == "blocked"
+    for i in (0, 2, 3):
+        assert status(tmp_path / f"results/eval/{i}") == "success", i
+    kept = scripts(tmp_path / "results/eval/.slurm")  # both stages' arrays: failures in each
+    assert sorted("#SBATCH --dependency=afterany:" in s for s in kept) == [False, True]
+
+
+def cluster_gpus() -> int:
+    out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
+    return sum(int(g.split(":")[-1]) for g in out.split() if g.startswith("gpu:"))
+
+
+def test_gpus_reach_slurm_and_are_split_in_a_pack(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    if cluster_gpus() < 2:  # scripts/local-slurm makes fake ones where mknod is allowed
+        pytest.skip("the local cluster advertises no GPUs (GRES): mknod was refused")
+    write_run_py(
+        tmp_path,
+        """
+        names = {f"half/{i}": ex.records_env for i in range(4)}
+        names["two"] = ex.records_env
+        g = xh.ParametrizedExperiments("g", names, resources={
+            "half/*": {"gpus": 0.5, "cpus_per_task": 2, "experiments_per_task": 4},
+            "two": {"gpus": 2},
+        })
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_keep_job_files=True)
+    proc = cli(tmp_path, "g", "--slurm")
+    assert proc.returncode == 0, proc.stderr
+    group = tmp_path / "results/g"
+    two = meta(group / "two")
+    assert two["returned"]["env"]["CUDA_VISIBLE_DEVICES"].count(",") == 1  # SLURM gave 2
+    halves = [meta(group / f"half/{i}") for i in range(4)]
+    assert len({m["slurm_job_id"] for m in halves}) == 1  # one pack, 2 at once, 1 GPU
+    visible = {m["returned"]["env"]["CUDA_VISIBLE_DEVICES"] for m in halves}
+    assert len(visible) == 1 and "," not in next(iter(visible))  # the pack's one GPU, shared
+    assert all(m["gpus"] == [next(iter(visible))] for m in halves)
+    sent = "\n".join(scripts(group / ".slurm"))
+    assert "#SBATCH --gpus-per-node=1" in sent and "#SBATCH --gpus-per-node=2" in sent
+
+
+# -- without a cluster ----------------------------------------------------------------------
+def res(**settings: Any) -> dict[str, Any]:
+    return resources_for(BaseConfig(), settings or None)
+
+
+def test_pack_size_follows_durations_target_and_the_clusters_spread() -> None:
+    base = res()
+    assert packing.pack_size(1000, res(experiments_per_task=7), 1, [], 8) == 7
+    assert packing.pack_size(1000, res(experiments_per_task=1), 1, [], 8) == 1
+    # unknown durations: the default estimate fills the 10-minute target...
+    assert packing.pack_size(100_000, base, 1, [], None) == int(600 / DEFAULT_ESTIMATE_S)
+    # ... but never fewer tasks than the cluster runs at once (8 CPUs, 1 each)
+    assert packing.pack_size(1000, base, 1, [0.01], 8) == 125
+    # recorded minutes each: one per task
+    assert packing.pack_size(1000, base, 1, [600.0], 8) == 1
+    # two CPUs per task, one thread each: two at once, twice as many per task
+    assert packing.pack_size(10_000, res(cpus_per_task=2), 1, [60.0], None) == 20
+    with pytest.raises(ConfigError, match=r"slurm_pack_target_min=10 .*partition"):
+        packing.pack_size(1000, base, 1, [], 8, partition_limit_min=5)
+
+
+def test_packs_are_even() -> None:
+    tasks = [Task(f"t{i}", f"/x/{i}", print, "", False) for i in range(10)]
+    sizes = [len(p) for p in packing.split(tasks, 4)]
+    assert sizes == [4, 3, 3] and [t for p in packing.split(tasks, 4) for t in p] == tasks
+
+
+def test_walltime_starts_only_what_fits() -> None:
+    first, second = (Task(n, f"/x/{n}", print, "", False) for n in ("a", "b"))
+    wall = Walltime(50.0, {"/x/a": 30.0}, started_at=0.0)
+    assert wall.fits(first, now=45.0)  # the first always starts
+    wall.started()
+    assert wall.fits(first, now=20.0) and not wall.fits(first, now=21.0)
+    assert wall.estimate(second) == DEFAULT_ESTIMATE_S
+    wall.ended(2.0)
+    assert wall.estimate(second) == 2.0  # the mean of this pack's ends
+
+
+def test_slurm_time_limits_parse() -> None:
+    assert queue._minutes("30") == 30 and queue._minutes("1:30:00") == 90
+    assert queue._minutes("2-00:00:00") == 2880 and queue._minutes("infinite") is None
+
+
+def test_gpus_are_asked_of_slurm_per_task() -> None:
+    assert "gpus_per_node" not in sbatch_parameters(res(), "g")
+    assert sbatch_parameters(res(gpus=1), "g")["gpus_per_node"] == 1
+    assert sbatch_parameters(res(gpus=2), "g", running=2)["gpus_per_node"] == 4
+    assert gpus_asked(res(gpus=0.5), running=4) == 2  # fractions share a device
+    assert gpus_asked(res(gpus=0.5), running=3) == 2
+    assert gpus_asked(res(gpus=0, gpus_per_node=2)) == 2  # set by hand, kept
+    assert res(gpus=1) != res()  # experiments needing GPUs get arrays of their own
+
+
+def test_a_pack_splits_its_gpus_between_its_experiments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a pack does on its node, without SLURM: the task's GPUs (SLURM's
+    # CUDA_VISIBLE_DEVICES) go to its experiments through the local slot pool.
+    import experiments as ex
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    config = BaseConfig(output_directory=tmp_path / "results")
+    ctx = RunContext("g", config, '"backend": "slurm"', root=str(tmp_path / "results"))
+    tasks = [
+        Task(
+            f"e{i}",
+            str(tmp_path / f"results/g/e{i}"),
+            ex.records_env,
+            '"function": "records_env"',
+            False,
+            resources={"gpus": 1 if i < 2 else 0.5},
+            job=(f"9_0/{i}", f'"ref": "9_0/{i}", "slurm_pack_slot": {i}'),
+        )
+        for i in range(4)
+    ]
+    outcome = run_pack(tasks, ctx, jobs=2, walltime=Walltime(600.0))
+    assert sorted(r.status for r in outcome.results.values()) == ["success"] * 4
+    assert not outcome.left
+    seen = []
+    for i, task in enumerate(tasks):
+        m = meta(Path(task.folder))
+        visible = m["returned"]["env"]["CUDA_VISIBLE_DEVICES"]
+        assert m["ref"] == f"9_0/{i}" and m["gpus"] == visible.split(",")
+        seen.append(visible)
+    assert sorted(seen[:2]) == ["3", "5"]  # a whole GPU each
+    assert all(v in ("3", "5") for v in seen[2:])  # halves of one
+
+
+def test_bad_pack_settings_are_one_line_errors(tmp_path: Path) -> None:
+    write_run_py(tmp_path, 'g = xh.ParametrizedExperiments("g", {"a": ex.no_config})\n')
+    for line, field in (
+        ("slurm_experiments_per_task = 0", "slurm_experiments_per_task"),
+        ("slurm_pack_target_min = -1", "slurm_pack_target_min"),
+    ):
+        (tmp_path / "config.py").write_text(f"class Config:\n    {line}\n")
+        proc = cli(tmp_path, "g", "--slurm", timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert field in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "results/g/a").exists()
