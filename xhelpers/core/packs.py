@@ -16,7 +16,6 @@ caller (the backend requeues its job with them).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -178,10 +177,7 @@ def run_pack(
                 continue
             message, error = lost_error(report.exitcode, report.why, report.cause)
             status = results.INTERRUPTED if report.why else results.FAILED
-            pack_ctx = ctx
-            if task.job is not None:
-                pack_ctx = dataclasses.replace(ctx, job_id=task.job[0], job_members=task.job[1])
-            if not record_lost(task, pack_ctx, report.pid, message, error, status) and task.job:
+            if not record_lost(task, ctx, report.pid, message, error, status) and task.job:
                 # It died before it started: its submitted marker names this pack's ref.
                 record_ended(task.folder, status, error, job_id=task.job[0])
             if status == results.FAILED:

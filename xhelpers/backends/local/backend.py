@@ -304,15 +304,7 @@ class LocalBackend(WorkerPool, Backend):
     def requeue_running(self) -> None:
         """Stop taking tasks and have every running experiment recorded ``submitted``
         again (its job is requeued): ``requeue_signal`` to each worker that runs one."""
-        self._stopping = True
-        self._pending.clear()
-        self._gpu_pending.clear()
-        self._deadline = time.monotonic() + INTERRUPT_GRACE_S
-        for worker in self._workers:
-            if worker.inflight and self.requeue_signal is not None:
-                killpg(worker.pid, self.requeue_signal)
-            else:
-                self._retire(worker)
+        self._stop_workers(self.requeue_signal)
 
     def reports(self) -> Iterator[Report]:
         if self.in_process:
@@ -372,13 +364,18 @@ class LocalBackend(WorkerPool, Backend):
             self._kill_all()
             self._deadline = time.monotonic()
             return
+        self._stop_workers(signal.SIGINT)
+
+    def _stop_workers(self, signum: int | None) -> None:
+        """Take no task more; ``signum`` to each worker that runs one (they record
+        their experiments within the grace period), the others retired (all, for None)."""
         self._stopping = True
         self._pending.clear()
         self._gpu_pending.clear()
         self._deadline = time.monotonic() + INTERRUPT_GRACE_S
         for worker in self._workers:
-            if worker.inflight:
-                killpg(worker.pid, signal.SIGINT)
+            if worker.inflight and signum is not None:
+                killpg(worker.pid, signum)
             else:
                 self._retire(worker)
 

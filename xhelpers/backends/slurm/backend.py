@@ -67,7 +67,6 @@ from xhelpers.backends.slurm.node import (
     RequeueLimitReached,
     SlurmTask,
     node_succeeded,
-    pack_ref,
 )
 from xhelpers.backends.slurm.node import submitit_module as _submitit
 from xhelpers.backends.slurm.node import submitit_utils as _utils
@@ -77,8 +76,10 @@ from xhelpers.backends.slurm.queue import (
     _base_id,
     _one_line,
     cancel_jobs,
+    job_of,
     job_statuses,
     normalize,
+    pack_ref,
     parse_sacct,
     partition_capacity,
     query_states,
@@ -156,7 +157,7 @@ class SlurmBackend(Backend):
         self._cluster_max: int | None = None
         self._executors: dict[str, Any] = {}
         self._pending: dict[str, list[Task]] = {}  # job id -> its task(s), not reported yet
-        self._packs: dict[str, list[Task]] = {}  # job id -> a pack's tasks, by slot
+        self._packs: set[str] = set()  # job ids of packs (their _pending: tasks by slot)
         # partition -> its CPUs and time limit (sinfo), read once
         self._capacity: dict[str | None, tuple[int | None, float | None]] = {}
         self._estimates: dict[str, float] = {}  # folder -> recorded duration (packs)
@@ -189,6 +190,19 @@ class SlurmBackend(Backend):
     def _resources(self, task: Task) -> dict[str, Any]:
         return resources_for(task.config or self.ctx.config, getattr(task, "resources", None))
 
+    def _resource_sets(
+        self, tasks: Sequence[Task]
+    ) -> tuple[dict[str, dict[str, Any]], dict[int, str]]:
+        """The distinct resource sets of ``tasks`` by key, and each task's key (by id)."""
+        resources: dict[str, dict[str, Any]] = {}
+        keys: dict[int, str] = {}
+        for task in tasks:
+            res = self._resources(task)
+            key = json.dumps(res, sort_keys=True, default=str)
+            resources.setdefault(key, res)
+            keys[id(task)] = key
+        return resources, keys
+
     def submit(self, tasks: Sequence[Task]) -> dict[str, Submitted]:
         """Submit as arrays; {name: job id and log files}. The caller holds the tasks'
         locks (``marks_submitted``). BackendError if sbatch fails, after withdrawing
@@ -199,16 +213,12 @@ class SlurmBackend(Backend):
         :mod:`~xhelpers.backends.slurm.chains`)."""
         if not tasks:
             return {}
-        resources: dict[str, dict[str, Any]] = {}
-        keys: dict[int, str] = {}
-        for task in tasks:  # resources first: a bad setting fails before any sbatch
-            res = self._resources(task)
-            key = json.dumps(res, sort_keys=True, default=str)
-            resources.setdefault(key, res)
-            keys[id(task)] = key
-        sizes = self._pack_sizes(tasks, resources, keys)
+        # resources first: a bad setting fails before any sbatch
+        resources, keys = self._resource_sets(tasks)
+        groups = _by_stage_and_key(tasks, keys)
+        sizes = self._pack_sizes(groups, resources)
         if any(size > 1 for size in sizes.values()):
-            return self._submit_packed(tasks, resources, keys, sizes)
+            return self._submit_packed(groups, resources, sizes)
         planner = Planner(tasks, lambda task: keys[id(task)], self.max_array_size)
         submitted: list[tuple[Task, str]] = []
         batches = 0
@@ -240,14 +250,10 @@ class SlurmBackend(Backend):
     def check(self, tasks: Sequence[Task]) -> None:
         """A resource set that may be packed whose ``pack_target_min`` is longer than its
         partition's time limit is a ConfigError (one sinfo call), before anything runs."""
-        seen: set[str] = set()
-        for task in tasks:
-            res = self._resources(task)
-            key = json.dumps(res, sort_keys=True, default=str)
-            if key in seen or res["experiments_per_task"] == 1:
-                continue
-            seen.add(key)
-            packing.target_s(res, self._partition(res)[1])
+        resources, _ = self._resource_sets(tasks)
+        for res in resources.values():
+            if res["experiments_per_task"] != 1:
+                packing.target_s(res, self._partition(res)[1])
 
     # -- packs ----------------------------------------------------------------------------
     def _partition(self, res: Mapping[str, Any]) -> tuple[int | None, float | None]:
@@ -259,19 +265,14 @@ class SlurmBackend(Backend):
 
     def _pack_sizes(
         self,
-        tasks: Sequence[Task],
+        groups: Mapping[tuple[int, str], list[Task]],
         resources: Mapping[str, dict[str, Any]],
-        keys: Mapping[int, str],
     ) -> dict[tuple[int, str], int]:
         """Experiments per array task, by stage and resource set (see :mod:`.packing`:
         what runs at once is a stage's); 1 for every set unpacked. Reads the tasks'
         metafiles only where it chooses."""
-        by_key: dict[tuple[int, str], list[Task]] = {}
-        for number, stage in enumerate(stages_of(tasks)):
-            for task in stage:
-                by_key.setdefault((number, keys[id(task)]), []).append(task)
         sizes: dict[tuple[int, str], int] = {}
-        for (number, key), members in by_key.items():
+        for (number, key), members in groups.items():
             res = resources[key]
             if res["experiments_per_task"] is not None:
                 sizes[number, key] = int(res["experiments_per_task"])
@@ -299,44 +300,38 @@ class SlurmBackend(Backend):
 
     def _submit_packed(
         self,
-        tasks: Sequence[Task],
+        groups: Mapping[tuple[int, str], list[Task]],
         resources: Mapping[str, dict[str, Any]],
-        keys: Mapping[int, str],
         sizes: Mapping[tuple[int, str], int],
     ) -> dict[str, Submitted]:
-        """Submit ``tasks`` in packs: per stage and resource set, arrays of packs, a
-        later stage's held by ``afterany`` on the arrays of what it uses (each of its
-        experiments checks its own upstreams when its pack reaches it: one that did
-        not succeed blocks only its own downstreams)."""
+        """Submit the ``groups`` (by stage and resource set, stages in order) in packs:
+        arrays of packs, a later stage's held by ``afterany`` on the arrays of what it
+        uses (each of its experiments checks its own upstreams when its pack reaches
+        it: one that did not succeed blocks only its own downstreams)."""
         placed: dict[str, str] = {}  # folder -> array id of its pack
-        stages = stages_of(tasks)
         out: dict[str, Submitted] = {}
         submitted: list[str] = []
         try:
-            for number, stage in enumerate(stages):
-                by_key: dict[str, list[Task]] = {}
-                for task in stage:
-                    by_key.setdefault(keys[id(task)], []).append(task)
-                for key, members in by_key.items():
-                    res = resources[key]
-                    waits = sorted(
-                        {placed[f] for t in members for f in t.after if f in placed}, key=int
-                    )
-                    dependency = "afterany:" + ":".join(waits) if waits else ""
-                    packs = packing.split(members, sizes[number, key])
-                    step = self.max_array_size
-                    for start in range(0, len(packs), step):
-                        chunk = packs[start : start + step]
-                        ids = self._submit_packs(res, chunk, dependency)
-                        submitted.extend(ids)
-                        for pack, job_id in zip(chunk, ids, strict=True):
-                            self._pending[job_id] = pack
-                            self._packs[job_id] = pack
-                            for slot, task in enumerate(pack):
-                                ref = pack_ref(job_id, slot)
-                                placed[task.folder] = _base_id(job_id)
-                                self.job_ids[task.name] = ref
-                                out[task.name] = Submitted(ref, self._log_members(job_id))
+            for (number, key), members in groups.items():
+                res = resources[key]
+                waits = sorted(
+                    {placed[f] for t in members for f in t.after if f in placed}, key=int
+                )
+                dependency = "afterany:" + ":".join(waits) if waits else ""
+                packs = packing.split(members, sizes[number, key])
+                step = self.max_array_size
+                for start in range(0, len(packs), step):
+                    chunk = packs[start : start + step]
+                    ids = self._submit_packs(res, chunk, dependency)
+                    submitted.extend(ids)
+                    for pack, job_id in zip(chunk, ids, strict=True):
+                        self._pending[job_id] = pack
+                        self._packs.add(job_id)
+                        for slot, task in enumerate(pack):
+                            ref = pack_ref(job_id, slot)
+                            placed[task.folder] = _base_id(job_id)
+                            self.job_ids[task.name] = ref
+                            out[task.name] = Submitted(ref, self._log_members(job_id))
         except BaseException:
             if submitted:
                 self.withdraw(submitted)
@@ -347,7 +342,7 @@ class SlurmBackend(Backend):
             len(out),
             len(submitted),
             len({_base_id(j) for j in submitted}),
-            len(stages),
+            len({number for number, _ in groups}),
             " ".join(self.arrays),
         )
         return out
@@ -368,7 +363,7 @@ class SlurmBackend(Backend):
                 running=running,
                 limit_s=packing.pack_limit_s(res),
                 timeout_min=int(res["timeout_min"]),
-                estimates={t.folder: self._estimates[t.folder] for t in pack if t.folder in known},
+                estimates={t.folder: known[t.folder] for t in pack if t.folder in known},
             )
             for pack in packs
         ]
@@ -379,13 +374,7 @@ class SlurmBackend(Backend):
         """The sbatch calls :meth:`submit` would make, one line each, stage by stage:
         how many tasks, their resources and their --dependency. Job ids are not known
         before submitting: arrays are named by their order (A1, A2, ...)."""
-        keys: dict[int, str] = {}
-        resources: dict[str, dict[str, Any]] = {}
-        for task in tasks:
-            res = self._resources(task)
-            key = json.dumps(res, sort_keys=True, default=str)
-            resources.setdefault(key, res)
-            keys[id(task)] = key
+        resources, keys = self._resource_sets(tasks)
         planner = Planner(tasks, lambda task: keys[id(task)], self.max_array_size)
         lines = []
         for number, batch, stage in _previewed(planner):
@@ -516,11 +505,11 @@ class SlurmBackend(Backend):
     def withdraw(self, refs: Sequence[str]) -> None:
         """Cancel jobs just submitted (their tasks wait for the submitter's locks) and
         drop their files; they are forgotten."""
-        bases = {_base_id(ref.split("/", 1)[0]) for ref in refs}
+        bases = {_base_id(job_of(ref)) for ref in refs}
         for job_id in [j for j in self._pending if _base_id(j) in bases]:
             for task in self._pending.pop(job_id):
                 self.job_ids.pop(task.name, None)
-            self._packs.pop(job_id, None)
+            self._packs.discard(job_id)
         for base in bases:  # their index goes with their other files below
             self._unsucceeded.pop(base, None)
             self._indexed.pop(base, None)
@@ -586,7 +575,8 @@ class SlurmBackend(Backend):
         tasks = self._pending.pop(job_id)
         self._ended.pop(job_id, None)
         if job_id in self._packs:
-            return self._pack_reports(job_id, self._packs.pop(job_id), status)
+            self._packs.discard(job_id)
+            return self._pack_reports(job_id, tasks, status)
         task = tasks[0]
         if status is not None and status.blocked:
             cause = _BLOCKED.format(reason=status.reason)
@@ -644,7 +634,7 @@ class SlurmBackend(Backend):
             if result is not None:
                 out.append(Finished(task, result))
                 continue
-            recorded = self._recorded(task, pack_ref(job_id, slot), job_id)
+            recorded = self._recorded(task, pack_ref(job_id, slot), serve=False)
             if recorded is not None:
                 out.append(recorded)
                 continue
@@ -656,15 +646,15 @@ class SlurmBackend(Backend):
         self._served(job_id, succeeded)
         return out
 
-    def _recorded(self, task: Task, ref: str, pack: str | None = None) -> Finished | None:
+    def _recorded(self, task: Task, ref: str, serve: bool = True) -> Finished | None:
         """The success its metafile records, for a job whose result file is gone: the
         next run of the group (another shell's) may tidy it away before we read it.
-        ``pack``: the job of a pack ``ref`` is an experiment of (its files stay until
-        the whole pack is reported)."""
+        ``serve=False``: an experiment of a pack (its job's files stay until the whole
+        pack is reported)."""
         meta = housekeeping.recorded_success(task.folder, ref)
         if meta is None:
             return None
-        if pack is None:
+        if serve:
             self._served(ref, True)
         duration = meta.get("duration")
         return Finished(
@@ -762,11 +752,22 @@ class SlurmBackend(Backend):
 
     @classmethod
     def handles(cls, refs: Iterable[str]) -> list[str]:
-        return list(dict.fromkeys(_base_id(ref.split("/", 1)[0]) for ref in refs))
+        return list(dict.fromkeys(_base_id(job_of(ref)) for ref in refs))
 
     @classmethod
     def follow_hint(cls, handles: Sequence[str]) -> str | None:
         return f"squeue -j {','.join(handles)}" if handles else None
+
+
+def _by_stage_and_key(
+    tasks: Sequence[Task], keys: Mapping[int, str]
+) -> dict[tuple[int, str], list[Task]]:
+    """``tasks`` by (stage, resource set key), stages in order (see :mod:`.chains`)."""
+    groups: dict[tuple[int, str], list[Task]] = {}
+    for number, stage in enumerate(stages_of(tasks)):
+        for task in stage:
+            groups.setdefault((number, keys[id(task)]), []).append(task)
+    return groups
 
 
 def _is_number(value: object) -> bool:

@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from xhelpers.backends.slurm.queue import pack_ref
 from xhelpers.core import results
 
 __all__ = [
@@ -165,7 +166,7 @@ def _succeeded(folder: Path, job: str, rel: str | list[str]) -> bool:
     ref ``<job>/<slot>``) recorded success under that job."""
     if isinstance(rel, list):
         return all(
-            recorded_success(os.path.normpath(folder / one), f"{job}/{slot}") is not None
+            recorded_success(os.path.normpath(folder / one), pack_ref(job, slot)) is not None
             for slot, one in enumerate(rel)
         )
     return recorded_success(os.path.normpath(folder / rel), job) is not None

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends.slurm import source_pickle
+from xhelpers.backends.slurm.queue import pack_ref
 from xhelpers.core import execution, results
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
 from xhelpers.core.summary import SKIPPED
@@ -77,7 +78,33 @@ class RequeueLimitReached(BackendError):
     """Raised inside an experiment signalled for timeout/preemption once requeues are used up."""
 
 
-class SlurmTask:
+class _ShippedWithSource:
+    """Pickled as one payload of :mod:`.source_pickle`; shallow under ``copy.copy``.
+
+    submitit pickles its callables with plain cloudpickle, which (3.1.3 on) names the
+    code of run.py's functions "<dynamic-code>": a failure on the node would record no
+    file and no source line. ``_transient`` attributes stay home (None on arrival).
+    """
+
+    _transient: tuple[str, ...] = ()
+
+    def __getstate__(self) -> dict[str, bytes]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._transient}
+        return {"payload": source_pickle.dumps(state)}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self.__dict__.update(pickle.loads(state["payload"]))
+        for name in self._transient:
+            setattr(self, name, None)
+
+    def __copy__(self) -> Any:
+        # shallow (checkpoint copies): it would otherwise pickle through __getstate__
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+
+class SlurmTask(_ShippedWithSource):
     """The callable a SLURM job runs: ``execute(task, ctx)``; submitit-checkpointable.
 
     Small and picklable: the task, the run's context and the requeue budget.
@@ -139,21 +166,6 @@ class SlurmTask:
     def __repr__(self) -> str:
         return f"SlurmTask({self.task.name!r}, attempt={self.attempt})"
 
-    # submitit pickles this with plain cloudpickle, which (3.1.3 on) names the code of
-    # run.py's functions "<dynamic-code>": a failure on the node would record no file and
-    # no source line. So the state goes as one payload of a pickler that keeps them.
-    def __getstate__(self) -> dict[str, bytes]:
-        return {"payload": source_pickle.dumps(self.__dict__)}
-
-    def __setstate__(self, state: dict[str, bytes]) -> None:
-        self.__dict__.update(pickle.loads(state["payload"]))
-
-    def __copy__(self) -> SlurmTask:
-        # copy.copy (checkpoint) stays shallow: it would otherwise pickle through __getstate__
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        return clone
-
 
 @dataclass(slots=True)
 class PackResult:
@@ -162,12 +174,7 @@ class PackResult:
     results: list[TaskResult] = field(default_factory=list)
 
 
-def pack_ref(job_id: str, slot: int) -> str:
-    """The ref of the experiment in ``slot`` of the pack run by job ``job_id``."""
-    return f"{job_id}/{slot}"
-
-
-class PackTask:
+class PackTask(_ShippedWithSource):
     """The callable of a SLURM job that runs many experiments: see the module.
 
     ``slots``: each task's number in the pack (its ref is ``<job id>/<slot>``);
@@ -176,6 +183,8 @@ class PackTask:
     ``max_requeues``; a signal (timeout, preemption) in an attempt that finished no
     experiment does.
     """
+
+    _transient = ("_backend",)
 
     def __init__(
         self,
@@ -310,19 +319,6 @@ class PackTask:
 
     def __repr__(self) -> str:
         return f"PackTask({len(self.tasks)} experiments, attempt={self.attempt})"
-
-    def __getstate__(self) -> dict[str, bytes]:
-        state = {k: v for k, v in self.__dict__.items() if k != "_backend"}
-        return {"payload": source_pickle.dumps(state)}
-
-    def __setstate__(self, state: dict[str, bytes]) -> None:
-        self.__dict__.update(pickle.loads(state["payload"]))
-        self._backend = None
-
-    def __copy__(self) -> PackTask:
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        return clone
 
 
 def _unfinished(folder: str) -> bool:

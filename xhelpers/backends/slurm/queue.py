@@ -21,9 +21,11 @@ __all__ = [
     "TERMINAL_STATES",
     "cancel_jobs",
     "is_final",
+    "job_of",
     "job_states",
     "job_statuses",
     "normalize",
+    "pack_ref",
     "parse_sacct",
     "parse_squeue",
     "partition_capacity",
@@ -380,7 +382,7 @@ def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
     asked about jobs whose end is in question: then nothing is known.
     """
     asked = list(dict.fromkeys(refs))
-    jobs = {ref: _job_of(ref) for ref in asked if isinstance(ref, str)}
+    jobs = {ref: job_of(ref) for ref in asked if isinstance(ref, str)}
     valid = list(dict.fromkeys(job for job in jobs.values() if _REF.fullmatch(job)))
     found: dict[str, Record] = {}
     if valid:
@@ -406,7 +408,12 @@ def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
     }
 
 
-def _job_of(ref: str) -> str:
+def pack_ref(job_id: str, slot: int) -> str:
+    """The ref of the experiment in ``slot`` of the pack run by job ``job_id``."""
+    return f"{job_id}/{slot}"
+
+
+def job_of(ref: str) -> str:
     """The job of a ref: itself, or for an experiment of a pack (``123_4/7``) its job."""
     return ref.split("/", 1)[0]
 
@@ -418,12 +425,12 @@ def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
     {ref: True if cancelled, False if it had ended (or SLURM never knew it)}.
     """
     asked = list(dict.fromkeys(refs))
-    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(_job_of(ref))]
+    valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(job_of(ref))]
     live: list[str] = []
     if valid:
-        held = _queue_records([_job_of(ref) for ref in valid])
+        held = _queue_records([job_of(ref) for ref in valid])
         for ref in valid:
-            job = _job_of(ref)
+            job = job_of(ref)
             states = [held[job][0]] if job in held else []
             if "_" not in job:  # an array by its base id: any of its tasks
                 states += [s for one, (s, _) in held.items() if one.startswith(job + "_")]
