@@ -17,7 +17,7 @@ RUNTIME_LOCK := requirements/runtime.txt
 UV           := .venv-uv/bin/uv
 UV_PIP       := $(UV) pip install --quiet --python
 
-.PHONY: demo test shells lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions \
+.PHONY: demo test shells browser ssh-tools lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions \
 	lock lock-upgrade test-latest soak
 
 $(UV): requirements/uv.txt
@@ -97,7 +97,32 @@ shells:
 		else echo "zsh/fish missing: their completion tests will skip"; fi; \
 	fi
 
-test: $(VENV)/.test-installed slurm-start shells lint typecheck docs pytest
+# The dashboard's browser tests drive Debian's chromium through chromium-driver (Selenium,
+# pinned in the test lock); installed here when this machine can. Without them the tests
+# skip, except in CI (CI=true), where they fail.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null 2>&1 && \
+			     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } \
+			|| echo "could not install chromium: the dashboard's browser tests will skip"; \
+		else echo "chromium/chromium-driver missing: the dashboard's browser tests will skip"; fi; \
+	fi
+
+# sshd and rsync: the remote-mode tests (tests/test_remote.py) run a real OpenSSH server on
+# 127.0.0.1; installed when this machine can, and those tests skip otherwise (fail in CI).
+ssh-tools:
+	@if [ ! -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null 2>&1 \
+			|| { apt-get update -qq >/dev/null 2>&1 && \
+			     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null 2>&1; } \
+			|| echo "could not install openssh-server and rsync: the remote tests will skip"; \
+		else echo "sshd/rsync missing: the remote tests will skip"; fi; \
+	fi
+
+test: $(VENV)/.test-installed slurm-start shells browser ssh-tools lint typecheck docs pytest
 
 # The suite without SLURM on every other Python this machine has (3.10+; pyenv's or
 # python3.X on PATH), each in its own venv under .venvs/. Not part of `make test`:
@@ -139,14 +164,14 @@ lock-upgrade:
 # and not in a fresh clone's make test. Not part of make test; the versions it ran with
 # are in .venv-latest/versions.txt.
 LATEST := .venv-latest
-test-latest: slurm-start shells
+test-latest: slurm-start shells ssh-tools
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --disable-pip-version-check \
 		--upgrade --upgrade-strategy eager -e '.[test]'
 	$(LATEST)/bin/python -m pip list --format=freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest
 
-# All nine benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
+# All ten benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
 # (bash scripts/local-slurm start) and is skipped, saying so, where sbatch is missing.
 bench: $(VENV)/.installed
 	$(PY) benchmarks/local_overhead.py
@@ -155,9 +180,12 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/status_list.py
 	$(PY) benchmarks/results_table.py
 	$(PY) benchmarks/pipeline_plan.py
+	$(PY) benchmarks/serve_scale.py
+	@if [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null; then $(PY) benchmarks/remote_overhead.py; \
+	else echo "benchmarks/remote_overhead.py skipped: no sshd or rsync (make ssh-tools)"; fi
 	@if command -v sbatch >/dev/null; then $(PY) benchmarks/slurm_submit.py && \
 		$(PY) benchmarks/slurm_pipeline.py && $(PY) benchmarks/slurm_throughput.py; \
 	else echo "benchmarks/slurm_*.py skipped: no sbatch (bash scripts/local-slurm start)"; fi
 
 clean:
-	rm -rf demo site .venvs .venv-latest .venv-uv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo site .venvs .venv-latest .venv-uv .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from slurm_support import slurm_cluster  # noqa: F401 - the fixture, for every test
+from sshd_support import sshd  # noqa: F401 - the fixture of the remote-mode tests
 
 from xhelpers import framework
 from xhelpers.cli import build_cli

@@ -299,3 +299,27 @@ def resumes(*, started: str, release: str, timeout: float = 120.0) -> str:
         return "resumed"
     Path("checkpoint.txt").write_text("step 1")
     return wait_for_file(started=started, release=release, timeout=timeout)
+
+
+# A 1x1 PNG: a result image for the dashboard's file previews.
+_PNG = "".join(
+    (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw",
+        "AAAABJRU5ErkJggg==",
+    )
+)
+
+
+def scored(*, lr: float, seed: int) -> dict[str, Any]:
+    """A sweep's experiment for the dashboard: a metric, a log line, a CSV, an image."""
+    import base64
+
+    log.warning("training with lr=%s seed=%s", lr, seed)
+    Path("curve.csv").write_text("step,loss\n0,1.0\n1,0.5\n2,0.25\n")
+    Path("sample.png").write_bytes(base64.b64decode(_PNG))
+    return {"acc": round(1 - abs(lr - 0.1) + seed * 0.01, 6), "loss": lr * (seed + 1)}
+
+
+def diverges(*, lr: float, seed: int) -> None:
+    log.warning("lr=%s is too high", lr)
+    raise FloatingPointError(f"loss is NaN at lr={lr}")

@@ -1,4 +1,5 @@
-"""``python -m xhelpers run FILE.toml [GROUP] [PATTERNS]... [OPTIONS]`` (also ``xhelpers run``).
+"""``python -m xhelpers run FILE.toml [GROUP] [PATTERNS]... [OPTIONS]`` (also ``xhelpers run``),
+and ``python -m xhelpers serve [RESULTS]``, the dashboard of a result tree.
 
 Defines the groups of a TOML experiment file (see :mod:`xhelpers.declarative`), then
 runs the CLI every ``run.py`` has: the same patterns and options (``-j``, ``-v``, ``-l``,
@@ -14,6 +15,7 @@ __all__ = ["main"]
 
 USAGE = """\
 Usage: xhelpers run FILE.toml [GROUP] [PATTERNS]... [OPTIONS]
+       xhelpers serve [RESULTS] [--host HOST] [--port PORT]
 
   Run the experiments a TOML file defines, with the options of a run.py:
 
@@ -21,6 +23,10 @@ Usage: xhelpers run FILE.toml [GROUP] [PATTERNS]... [OPTIONS]
     xhelpers run experiments.toml sweep -l
     xhelpers run experiments.toml --help          (its groups)
     xhelpers run experiments.toml sweep --help    (a group's options and experiments)
+
+  Browse a result tree (default: ./results) in a web browser, without its run.py:
+
+    xhelpers serve results/
 
   GROUP may be left out when the file defines a single group.
   `python -m xhelpers` is the same as `xhelpers`.
@@ -38,8 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"xhelpers {__version__}")
         return 0
+    if args[0] == "serve":
+        from xhelpers.cli import serve_command
+
+        serve_command(tree=True).main(
+            args=args[1:], prog_name="xhelpers serve", standalone_mode=True
+        )
+        return 0
     if args[0] != "run":
-        return _usage_error(f"unknown command {args[0]!r}; the command is 'run'")
+        return _usage_error(f"unknown command {args[0]!r}; the commands are 'run' and 'serve'")
     if len(args) < 2 or args[1] in ("-h", "--help"):
         if len(args) < 2:
             return _usage_error("missing FILE: xhelpers run FILE.toml [GROUP] [PATTERNS]...")

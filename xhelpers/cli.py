@@ -16,10 +16,10 @@ from click.shell_completion import CompletionItem
 
 from xhelpers import framework
 from xhelpers.core.logs import level_for_verbosity
-from xhelpers.errors import BackendError, MissingDependencyError, XHelpersError
+from xhelpers.errors import BackendError, MissingDependencyError, RemoteError, XHelpersError
 from xhelpers.framework import ParametrizedExperiments
 
-__all__ = ["UsageError", "build_cli", "experiment_cli"]
+__all__ = ["UsageError", "build_cli", "experiment_cli", "serve_command"]
 
 FORMATS = ("table", "csv", "json", "parquet")  # of -l and --results (parquet: --results -o)
 _HELP_LISTED = 40  # experiments named in a group's --help before summarizing by folder
@@ -38,7 +38,7 @@ class FailureError(click.ClickException):
 def _fail(exc: XHelpersError) -> click.ClickException:
     if isinstance(exc, BackendError) and not exc.usage:
         return FailureError(str(exc))
-    if isinstance(exc, MissingDependencyError):  # the input is fine; this machine lacks a library
+    if isinstance(exc, (MissingDependencyError, RemoteError)):  # the input is fine
         return FailureError(str(exc))
     return UsageError(str(exc))
 
@@ -66,6 +66,10 @@ class _GroupCommand(click.Command):
         super().__init__(**kwargs)
         self.xh_group = group
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["xh_args"] = list(args)  # --remote runs this same command line there
+        return super().parse_args(ctx, args)
+
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Built only when help is shown: a group may hold 100,000 names.
         formatter.write_paragraph()
@@ -90,6 +94,20 @@ def _complete_names(
             parts = name.split("/")
             seen[name if len(parts) <= depth + 1 else "/".join(parts[: depth + 1]) + "/"] = None
     return [CompletionItem(n, type="plain") for n in seen]
+
+
+def _complete_remotes(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """The remotes the machine config names, for --remote and --pull."""
+    from xhelpers.config import BaseConfig, load_machine_values
+
+    try:
+        values, _ = load_machine_values(ctx.params.get("config_file"))
+        names = BaseConfig.with_updates({"remote": values.get("remote")}).remote
+    except XHelpersError:
+        return []
+    return [CompletionItem(n, type="plain") for n in names if n.startswith(incomplete)]
 
 
 def _options() -> list[click.Parameter]:
@@ -232,6 +250,24 @@ def _options() -> list[click.Parameter]:
             help="With -j1: open pdb where an experiment fails.",
         ),
         click.Option(["--no-slack"], is_flag=True, help="Post nothing to Slack for this run."),
+        click.Option(
+            ["--remote"],
+            metavar="NAME",
+            shell_complete=_complete_remotes,
+            help="Run this command line on remote NAME (config.remote): project synced, "
+            "environment readied, output streamed.",
+        ),
+        click.Option(
+            ["--pull"],
+            metavar="NAME",
+            shell_complete=_complete_remotes,
+            help="Copy the selected experiments' results from remote NAME into the local tree.",
+        ),
+        click.Option(
+            ["--with-checkpoints"],
+            is_flag=True,
+            help="With --pull: also copy checkpoint files (config.checkpoint_files).",
+        ),
     ]
 
 
@@ -243,6 +279,7 @@ _VIEWS = {
     "diff": "--diff",
     "show_graph": "--graph",
     "cancel": "--cancel",
+    "pull": "--pull",
 }
 _RUN_ONLY = {
     "force": "--force",
@@ -254,7 +291,13 @@ _RUN_ONLY = {
 }
 
 
-_FLAGS = {"show_results": "--results", "by": "--by", "best": "--best", "plot": "--plot"}
+_FLAGS = {
+    "show_results": "--results",
+    "by": "--by",
+    "best": "--best",
+    "plot": "--plot",
+    "pull": "--pull",
+}
 # Options that only refine one view: (key, flag, the views it refines).
 _REFINING = (
     ("by", "--by", ("show_results",)),
@@ -265,6 +308,7 @@ _REFINING = (
     ("hue", "--hue", ("plot",)),
     ("logx", "--logx", ("plot",)),
     ("output", "-o", ("show_results", "plot")),
+    ("with_checkpoints", "--with-checkpoints", ("pull",)),
 )
 
 
@@ -297,6 +341,9 @@ def _check_options(opts: dict[str, Any]) -> None:
         raise UsageError(
             "--no-wait submits to SLURM: the local backend cannot detach; it contradicts --local"
         )
+    if opts["remote"] and (opts["pull"] or opts["post_mortem"]):
+        other = "--pull" if opts["pull"] else "--pdb"
+        raise UsageError(f"--remote runs the command there; {other} cannot go with it")
     if opts["post_mortem"] and (opts["jobs"] or 1) > 1:
         raise UsageError("--pdb needs -j1: a debugger cannot reach a worker process")
     if opts["gpus"] is not None:
@@ -413,7 +460,13 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
         if opts["diff"] and patterns:
             raise UsageError("--diff A B names the two experiments: no patterns beside it")
         try:
-            code = _show_only(group, patterns, opts)
+            code = None
+            if opts["remote"] or opts["pull"]:
+                from xhelpers.remote.verbs import remote_or_pull
+
+                code = remote_or_pull(group, patterns, opts, ctx.meta.get("xh_args", []))
+            if code is None:
+                code = _show_only(group, patterns, opts)
             if code is None:
                 verbose = opts["verbose"]
                 summary = group(
@@ -450,17 +503,28 @@ def _group_command(group: ParametrizedExperiments) -> click.Command:
     )
 
 
+def serve_command(tree: bool = False) -> click.Command:
+    """``serve``: the dashboard of every registered group, or (``tree``) of the result
+    tree a PATH argument names (``xhelpers serve RESULTS``)."""
+    from xhelpers.serve.command import serve_command as command  # click only: no web stack
+
+    return command(None if tree else lambda: list(framework.groups().values()))
+
+
 class _Groups(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         group = framework.groups().get(cmd_name)
+        if group is None and cmd_name == "serve":
+            return serve_command()
         return _group_command(group) if group else None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(framework.groups())
+        names = list(framework.groups())
+        return names if "serve" in names else [*names, "serve"]
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         name = args[0] if args else ""
-        if name and not name.startswith("-") and name not in framework.groups():
+        if name and not name.startswith("-") and name not in framework.groups() and name != "serve":
             valid = ", ".join(framework.groups()) or "none registered"
             raise UsageError(f"no group named {name!r}; groups: {valid}")
         return super().resolve_command(ctx, args)

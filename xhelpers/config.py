@@ -31,10 +31,13 @@ __all__ = [
     "SLURM_RESOURCE_KEYS",
     "BaseConfig",
     "FingerprintScope",
+    "RemoteSettings",
     "check_resources",
     "gpu_need",
+    "is_secret_name",
     "load_machine_values",
     "parse_gpus",
+    "remote_named",
     "resolve_config",
 ]
 
@@ -46,6 +49,13 @@ _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key", re.IGNORECASE)
 
 _ConfigT = TypeVar("_ConfigT", bound="BaseConfig")
+
+
+def is_secret_name(key: str) -> bool:
+    """Whether a field or key named ``key`` holds a secret (a token, a password...):
+    its value is shown as ``'***'`` wherever a config is shown."""
+    return _SECRET_NAME.search(key) is not None
+
 
 # What a result's fingerprint covers, narrowest first (xhelpers.core.fingerprints).
 FingerprintScope = Literal["arguments", "code", "module", "git"]
@@ -101,6 +111,81 @@ class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
         cls = super().__new__(mcs, name, bases, ns, **kw)
         cls._xh_own_fields = frozenset(own)
         return cls
+
+
+class RemoteSettings(BaseModel):
+    """One remote machine (``--remote NAME``): where the project goes, how to reach it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(description="SSH host: a name, user@name, or an alias of ~/.ssh/config.")
+    folder: str = Field(description="The project's folder there (~/ is the remote home).")
+    setup: list[str] = Field(
+        default_factory=list,
+        description="Shell lines run there first, each time (module load python/3.11).",
+    )
+    python: str = Field("python3", description="The remote Python the environment is made from.")
+    installer: Literal["pip", "uv"] = Field(
+        "pip", description="Creates the environment: python -m venv + pip, or uv (on PATH)."
+    )
+    requirements: str | None = Field(
+        None,
+        description="Dependency file to install (None: requirements.lock, requirements.txt, "
+        "else pyproject.toml/setup.py as `install -e .`).",
+    )
+    venv_options: list[str] = Field(default_factory=list, description="Extra venv arguments.")
+    install_options: list[str] = Field(
+        default_factory=list, description="Extra install arguments (--no-index, --offline)."
+    )
+    config: str | None = Field(
+        None, description="The remote's machine config file, relative to the folder (--config)."
+    )
+    output_directory: str | None = Field(
+        None, description="The remote's result tree (None: this machine's, if relative)."
+    )
+    ssh_config: str | None = Field(None, description="SSH config file for this remote (ssh -F).")
+    ssh_options: list[str] = Field(
+        default_factory=list, description="Extra ssh options, each Key=Value (ProxyJump=gw)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value or value.startswith("-") or re.search(r"[\s'\"\\$`;|&<>]", value):
+            raise ValueError("must be an SSH host name (user@name or an alias), no spaces")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if not value.strip() or "\0" in value or "\n" in value:
+            raise ValueError("must name a folder on the remote (absolute, or under ~/)")
+        return value
+
+    @field_validator("ssh_options")
+    @classmethod
+    def _options(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"[A-Za-z]+=\S.*", item):
+                raise ValueError(f"{item!r} is not Key=Value (each is passed as ssh -o Key=Value)")
+        return value
+
+
+def _remote_table(value: Any) -> Any:
+    """``"host:folder"``, one table, or ``{name: table}`` as ``{name: table}``."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        host, sep, folder = value.partition(":")
+        if value.startswith("["):  # [::1]:folder
+            end = value.find("]:")
+            host, sep, folder = value[1:end], ":", value[end + 2 :] if end > 0 else ""
+        if not sep or not host or not folder:
+            raise ValueError(f"{value!r} is not 'host:folder' (login.cluster.org:~/study)")
+        return {host: {"host": host, "folder": folder}}
+    if isinstance(value, Mapping) and "host" in value and not isinstance(value["host"], Mapping):
+        return {str(value["host"]): value}
+    return value
 
 
 class BaseConfig(BaseModel, metaclass=_ConfigMeta):
@@ -207,6 +292,17 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
         "WARNING", description="Experiments' log records posted to Slack from this level up."
     )
 
+    remote: dict[str, RemoteSettings] = Field(
+        default_factory=dict,
+        description="Remotes for --remote/--pull NAME: 'host:folder' (named by its host), or "
+        "{name: {'host': ..., 'folder': ..., 'setup': [...], ...}} (see RemoteSettings).",
+    )
+
+    @field_validator("remote", mode="before")
+    @classmethod
+    def _remotes(cls, value: Any) -> Any:
+        return _remote_table(value)
+
     @field_validator("output_directory")
     @classmethod
     def _not_empty(cls, value: Path) -> Path:
@@ -286,6 +382,14 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
             ):
                 data[key] = "***"
         return data
+
+
+def remote_named(config: BaseConfig, name: str) -> RemoteSettings:
+    """The remote ``--remote NAME`` names; ConfigError listing the configured ones."""
+    if name in config.remote:
+        return config.remote[name]
+    known = ", ".join(sorted(config.remote)) or "none: set remote in config.py"
+    raise ConfigError(f"no remote named {name!r}; remotes: {known}", field="remote")
 
 
 def check_resources(resources: Mapping[str, Any], where: str) -> None:

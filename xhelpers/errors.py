@@ -22,6 +22,7 @@ __all__ = [
     "FileFormatError",
     "MissingDependencyError",
     "PatternError",
+    "RemoteError",
     "ResultTreeError",
     "ResultsQueryError",
     "XHelpersError",
@@ -182,3 +183,13 @@ class MissingDependencyError(XHelpersError, ImportError):
 class ResultsQueryError(_UsageProblem, ValueError):
     """A question about results that cannot be answered as asked: an unknown parameter
     or metric, a metric that is not numeric, an experiment to compare that is not there."""
+
+
+class RemoteError(XHelpersError, RuntimeError):
+    """A remote (``--remote``, ``--pull``) cannot be reached or used: SSH refused the
+    connection or the host key, the connection was lost, sync or pull failed.
+    ``remote`` names it as the config does."""
+
+    def __init__(self, message: str, *, remote: str = "") -> None:
+        super().__init__(message)
+        self.remote = remote

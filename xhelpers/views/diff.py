@@ -45,7 +45,7 @@ from xhelpers.views.status import StatusRow, collect_status, group_base, resolve
 if TYPE_CHECKING:
     from xhelpers.framework import ParametrizedExperiments
 
-__all__ = ["ABSENT", "SECTIONS", "Absent", "diff", "diff_text"]
+__all__ = ["ABSENT", "SECTIONS", "Absent", "cell", "diff", "diff_text", "differing", "sections"]
 
 SECTIONS = ("status", "parameters", "config", "code", "metrics")
 DiffFormat = Literal["table", "csv", "json"]
@@ -82,7 +82,7 @@ def diff(
     ``a`` and ``b`` are names of ``group``'s experiments, or patterns matching exactly one.
     """
     _, _, sides = _read_both(group, a, b, config, config_file)
-    return {s: _differing(sides[0][s], sides[1][s]) for s in SECTIONS}
+    return {s: differing(sides[0][s], sides[1][s]) for s in SECTIONS}
 
 
 def diff_text(
@@ -100,7 +100,7 @@ def diff_text(
     if fmt not in ("table", "csv", "json"):
         raise ResultsQueryError(f"diff: unknown format {fmt!r}; formats: table, csv, json")
     name_a, name_b, sides = _read_both(group, a, b, config, config_file)
-    found = {s: _differing(sides[0][s], sides[1][s]) for s in SECTIONS}
+    found = {s: differing(sides[0][s], sides[1][s]) for s in SECTIONS}
     if fmt == "json":
         differences = {
             s: {k: [_json_value(x), _json_value(y)] for k, (x, y) in found[s].items()}
@@ -169,6 +169,13 @@ def _one(group: ParametrizedExperiments, pattern: str, label: str) -> str:
 
 
 def _sections(group: ParametrizedExperiments, name: str, folder: str, row: StatusRow) -> Sections:
+    return sections(group.experiments[name], folder, row)
+
+
+def sections(fn: Any, folder: str, row: StatusRow) -> Sections:
+    """One experiment as the diff reads it: ``{section: {key: value}}`` for every
+    section of :data:`SECTIONS`, from its folder, its ``-l`` row and its definition
+    ``fn`` (None where unknown: then the parameters are only those its metafile has)."""
     meta = results.read_metafile(folder)
     status: dict[str, Any] = {"status": row.status}
     config: dict[str, Any] = {}
@@ -183,7 +190,7 @@ def _sections(group: ParametrizedExperiments, name: str, folder: str, row: Statu
         status["error"] = row.error
     return {
         "status": status,
-        "parameters": parameters_of_experiment(group.experiments[name], meta),
+        "parameters": parameters_of_experiment(fn, meta),
         "config": config,
         "code": code,
         "metrics": metrics_of_experiment(folder, meta),
@@ -212,7 +219,8 @@ _GIT_KEYS = ("git.commit", "git.dirty")
 
 
 # -- comparing -----------------------------------------------------------------------------
-def _differing(x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+def differing(x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The keys of one section whose values differ, each with (value in x, in y)."""
     keys = {**dict.fromkeys(x), **dict.fromkeys(y)}  # a's order, then b's own keys
     pairs = ((k, x.get(k, ABSENT), y.get(k, ABSENT)) for k in keys)
     return {k: (u, v) for k, u, v in pairs if not _same(u, v)}
@@ -239,7 +247,8 @@ def _csv_value(value: Any) -> str:
     return _ABSENT_TEXT if value is ABSENT else format_cell(value, exact=True)
 
 
-def _cell(section: str, key: str, value: Any, exact: bool = False) -> str:
+def cell(section: str, key: str, value: Any, exact: bool = False) -> str:
+    """One side's value of a key as the diff's table shows it."""
     if value is ABSENT:
         return _ABSENT_TEXT
     if value is None:  # an empty cell would read as missing
@@ -257,7 +266,7 @@ def _cells(section: str, key: str, x: Any, y: Any) -> list[str]:
     """Two differing values as cells that differ too: rounded as the results table
     shows them, else every digit, else their reprs (the string "1" against 1)."""
     for exact in (False, True):
-        u, v = _cell(section, key, x, exact), _cell(section, key, y, exact)
+        u, v = cell(section, key, x, exact), cell(section, key, y, exact)
         if u != v:
             return [key, u, v]
     return [key, repr(x), repr(y)]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot", "write_plot"]
+__all__ = ["plot", "plot_table", "write_plot", "y_label"]
 
 _FORMATS = (".png", ".svg", ".pdf")  # what write_plot writes, by the file name's suffix
 _BAND_ALPHA = 0.2
@@ -55,6 +55,45 @@ def plot(
     require("matplotlib", "--plot", "plots")
     from matplotlib.figure import Figure
 
+    table, numeric = plot_table(frame, metric, x, hue=hue, logx=logx, include_failed=include_failed)
+    by = [x] if hue is None else [x, hue]
+
+    figure = Figure(layout="constrained")
+    ax = figure.add_subplot()
+    if numeric:
+        positions: dict[Any, float] = {}
+    else:  # categories in the order aggregate sorted them, the same for every line
+        positions = {v: float(i) for i, v in enumerate(dict.fromkeys(table[x]))}
+    lines = [(None, table)] if hue is None else list(table.groupby(hue, dropna=False, sort=True))
+    for value, rows in lines:
+        label = f"{hue}={format_cell(_scalar(value))}" if hue is not None else None
+        _draw(ax, rows, x, metric, positions, label)
+
+    ax.set_xlabel(x)
+    ax.set_ylabel(y_label(frame, metric, by))
+    if numeric and logx:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(list(positions.values()), labels=[format_cell(_scalar(v)) for v in positions])
+    if hue is not None:
+        ax.legend(title=hue)
+    ax.grid(True, alpha=0.3)
+    return figure
+
+
+def plot_table(
+    frame: pandas.DataFrame,
+    metric: str,
+    x: str,
+    *,
+    hue: str | None = None,
+    logx: bool = False,
+    include_failed: bool = False,
+) -> tuple[pandas.DataFrame, bool]:
+    """What :func:`plot` draws, without drawing it: the rows of
+    :func:`~xhelpers.views.frames.aggregate` by ``x`` (and ``hue``) that have a point, and
+    whether ``x`` is numeric (else its values are categories, in the table's order).
+    The dashboard draws its plots from this too, so they never disagree with ``--plot``."""
     check_metric(frame, metric, "--plot")
     check_parameters(frame, [x], "--x")
     if hue is not None:
@@ -78,28 +117,7 @@ def plot(
     numeric = _numeric(table[x])
     if logx:
         _check_log_scale(table[x], x, numeric)
-
-    figure = Figure(layout="constrained")
-    ax = figure.add_subplot()
-    if numeric:
-        positions: dict[Any, float] = {}
-    else:  # categories in the order aggregate sorted them, the same for every line
-        positions = {v: float(i) for i, v in enumerate(dict.fromkeys(table[x]))}
-    lines = [(None, table)] if hue is None else list(table.groupby(hue, dropna=False, sort=True))
-    for value, rows in lines:
-        label = f"{hue}={format_cell(_scalar(value))}" if hue is not None else None
-        _draw(ax, rows, x, metric, positions, label)
-
-    ax.set_xlabel(x)
-    ax.set_ylabel(_ylabel(frame, metric, by))
-    if numeric and logx:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(list(positions.values()), labels=[format_cell(_scalar(v)) for v in positions])
-    if hue is not None:
-        ax.legend(title=hue)
-    ax.grid(True, alpha=0.3)
-    return figure
+    return table, numeric
 
 
 def write_plot(figure: Figure, path: str | os.PathLike[str]) -> Path:
@@ -177,7 +195,8 @@ def _scalar(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _ylabel(frame: pandas.DataFrame, metric: str, by: list[str]) -> str:
+def y_label(frame: pandas.DataFrame, metric: str, by: list[str]) -> str:
+    """The y axis' label: the metric, and the parameters its mean and std are over."""
     # Name only the parameters that vary: a constant one is not averaged over.
     over = [
         p
