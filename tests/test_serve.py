@@ -11,9 +11,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import run_py, write_run_py
+from conftest import run_py, wait_until, write_run_py
 from serve_support import TOKEN, get, make_tree, serving
 
 from xhelpers.core import results
@@ -382,3 +383,35 @@ def test_sorting_puts_missing_values_last_both_ways(tree: Path) -> None:
     page(group, Query(sort="acc", desc=True))  # now all are sorted, and kept
     assert [r["name"] for r in page(group, few)["rows"]] == fresh
     assert fresh == [f"lr=0.1/seed={s}" for s in (3, 2, 1, 0)]
+
+
+def test_queued_rows_show_what_the_backend_says_of_their_job(
+    tmp_path: Path, slurm_cluster: Any
+) -> None:
+    """A job cancelled behind its metafile's back reads on the dashboard as ``-l`` reads
+    it: the metafile still says submitted, sacct says CANCELLED, both say interrupted."""
+    write_run_py(tmp_path, 'g = xh.ParametrizedExperiments("g", {"a": ex.no_config})')
+    (tmp_path / "config.py").write_text(
+        "class Config:\n"
+        f"    slurm_partition = {slurm_cluster.partition!r}\n"
+        "    slurm_additional_parameters = {'begin': 'now+600'}\n"  # stays pending
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    submitted = run_py(tmp_path, "g", "--slurm", "--no-wait", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    folder = tmp_path / "results" / "g" / "a"
+    job = str(results.read_metafile(str(folder))["slurm_job_id"])  # type: ignore[index]
+
+    def row() -> dict[str, Any]:
+        rows: list[dict[str, Any]] = api(server, "/api/g/g/rows")["rows"]
+        return rows[0]
+
+    with serving(tmp_path / "results", jobs_interval=0.2) as server:
+        assert row()["status"] == "submitted"
+        subprocess.run(["scancel", job], check=True)
+        wait_until(lambda: row()["status"] != "submitted", timeout=60, what="the cancel shown")
+        shown = row()
+    assert results.read_metafile(str(folder))["status"] == "submitted"  # type: ignore[index]
+    assert shown["status"] == "interrupted", shown
+    listing = run_py(tmp_path, "g", "-l", env=env)
+    assert "interrupted" in listing.stdout, listing.stdout  # as -l says

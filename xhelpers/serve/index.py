@@ -21,12 +21,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from xhelpers.core import results
+from xhelpers.core import jobs, results
 from xhelpers.core.fingerprints import Fingerprints
 from xhelpers.views.results import metrics_of_experiment, parameters_of_experiment
-from xhelpers.views.status import WAITING, StatusRow, experiment_row
+from xhelpers.views.status import WAITING, StatusRow, experiment_row, job_to_ask, settled
 
-__all__ = ["GroupIndex", "Row", "TreeIndex", "TreeSource"]
+__all__ = ["JOBS_INTERVAL_S", "GroupIndex", "Row", "TreeIndex", "TreeSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,23 @@ _FORCE = -2  # the stamp of a row to read again whatever its folder's time
 _MISSING = -1  # the stamp of a row whose folder does not exist
 # States that move without anyone opening the folder: read at every quick sweep too.
 _MOVING = (results.RUNNING, results.SUBMITTED, WAITING)
+# How often the backends are asked about the jobs of queued rows, as -l asks them: a
+# job cancelled or lost behind its metafile's back shows as -l shows it. sacct on a busy
+# cluster is not free, so not at every sweep.
+JOBS_INTERVAL_S = 15.0
+
+Job = tuple[str | None, str]  # (backend, ref), as a metafile names its job
+
+
+@dataclass(slots=True)
+class _Asked:
+    """A row whose job decides its state: the job, the row as its metafile alone reads,
+    its metafile when it waits for upstreams, and what the backends last said."""
+
+    job: Job
+    read: StatusRow
+    meta: Mapping[str, Any] | None
+    answers: jobs.Answers | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +97,7 @@ class GroupIndex:
     params: dict[str, None] = field(default_factory=dict)
     metrics: dict[str, None] = field(default_factory=dict)
     version: int = 0  # moves whenever a row does
+    asked: dict[str, _Asked] = field(default_factory=dict)  # name -> its job, see _Asked
     sorts: dict[tuple[str, bool], tuple[int, list[Row]]] = field(default_factory=dict)
     _fps: Any = None
 
@@ -99,11 +117,24 @@ class GroupIndex:
         return cast("Fingerprints | _Current", self._fps)
 
     def read_row(self, name: str, stamp: int) -> Row:
-        """The row of ``name`` as its folder holds it now."""
+        """The row of ``name`` as its folder holds it now (and, for a row whose job
+        decides it, as the backends last said)."""
         folder = self.base + name
         meta = results.read_metafile(folder)
         fn = self.source.experiments.get(name) if self.source.experiments else None
         status: StatusRow = experiment_row(name, folder, meta, cast(Fingerprints, self.fps()), fn)
+        job = job_to_ask(status, meta)
+        if job is None:
+            self.asked.pop(name, None)
+        else:
+            before = self.asked.get(name)
+            waits = meta if meta is not None and "waits_for" in meta else None
+            asked = _Asked(job, status, waits)
+            if before is not None and before.job == job:  # the same job: what it said holds
+                asked.answers = before.answers
+            self.asked[name] = asked
+            if asked.answers is not None:
+                status = settled(status, asked.answers, waits, self.base)
         return Row(
             name,
             status.status,
@@ -115,6 +146,32 @@ class GroupIndex:
             metrics_of_experiment(folder, meta),
             stamp,
         )
+
+    def ask_jobs(self, lock: threading.RLock) -> int:
+        """Ask the backends about the jobs of rows they decide (one call per backend, as
+        ``-l`` does) and apply what they say, under the index's ``lock``; how many rows
+        changed."""
+        pending = dict(self.asked)
+        if not pending:
+            return 0
+        answers = jobs.ask({name: asked.job for name, asked in pending.items()})
+        changed = 0
+        moved: list[tuple[str, StatusRow]] = []
+        for name, asked in pending.items():
+            asked.answers = answers
+            now = settled(asked.read, answers, asked.meta, self.base)
+            row = self.rows.get(name)
+            if row is not None and (row.status, row.error) != (now.status, now.error):
+                moved.append((name, now))
+        if moved:
+            with lock:
+                for name, now in moved:
+                    row = self.rows.get(name)
+                    if row is not None and self.asked.get(name) is pending[name]:
+                        row.status, row.error = now.status, now.error
+                        changed += 1
+                self.version += 1
+        return changed
 
 
 def _stamp(path: str, now_ns: int) -> int:
@@ -142,12 +199,14 @@ class TreeIndex:
         *,
         root: str | None = None,
         interval: float = 1.0,
+        jobs_interval: float = JOBS_INTERVAL_S,
     ) -> None:
         self.lock = threading.RLock()
         self.groups: dict[str, GroupIndex] = {s.name: GroupIndex(s) for s in sources}
         self.root = root  # a tree without its run.py: its groups are its folders
         self.root_stamp = _FORCE
         self.interval = interval
+        self.jobs_interval = jobs_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -163,6 +222,10 @@ class TreeIndex:
         for group in list(self.groups.values()):
             changed += self._sweep_group(group, now_ns, full)
         return changed
+
+    def ask_jobs(self) -> int:
+        """Bring the rows whose jobs decide them up to date (see GroupIndex.ask_jobs)."""
+        return sum(group.ask_jobs(self.lock) for group in list(self.groups.values()))
 
     def _discover_groups(self, now_ns: int) -> None:
         assert self.root is not None
@@ -288,12 +351,15 @@ class TreeIndex:
     def _run(self) -> None:
         # A full sweep stats every folder: it waits several times as long as it took,
         # so that 100,000 folders cost a fraction of a core; quick ones run in between.
-        next_full = 0.0
+        next_full = next_jobs = 0.0
         while not self._stop.is_set():
             began = time.monotonic()
             full = began >= next_full
             try:
                 self.sweep(full)
+                if began >= next_jobs:
+                    next_jobs = began + self.jobs_interval
+                    self.ask_jobs()
             except Exception:  # a sweep must never end the dashboard: the next one retries
                 logger.exception("sweeping the result tree failed")
             took = time.monotonic() - began

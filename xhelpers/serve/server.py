@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from xhelpers.config import BaseConfig, is_secret_name, load_machine_values, resolve_config
 from xhelpers.errors import ConfigError
-from xhelpers.serve.index import TreeIndex, TreeSource
+from xhelpers.serve.index import JOBS_INTERVAL_S, TreeIndex, TreeSource
 
 if TYPE_CHECKING:
     import uvicorn
@@ -126,11 +126,12 @@ class DashboardServer:
         token: str | None = None,
         secrets: Iterable[str] = (),
         interval: float = 1.0,
+        jobs_interval: float = JOBS_INTERVAL_S,
     ) -> None:
         from xhelpers.serve.app import Dashboard, build_app
         from xhelpers.serve.guard import Guard
 
-        self.index = TreeIndex(sources, root=root, interval=interval)
+        self.index = TreeIndex(sources, root=root, interval=interval, jobs_interval=jobs_interval)
         self.index.sweep()  # the start-up scan: the first page is there once the URL is
         self.token = token or token_urlsafe(24)
         self.host = host

@@ -38,7 +38,9 @@ __all__ = [
     "format_rows",
     "format_status",
     "group_base",
+    "job_to_ask",
     "resolved_config",
+    "settled",
     "text_table",
 ]
 
@@ -149,7 +151,7 @@ def collect_status(
     rows = []
     seen: dict[str, dict[str, Any] | None] = {}  # upstream metafiles, each read once
     keep = bool(group.upstreams)  # (only a pipeline's: 100,000 metafiles weigh)
-    metas: dict[str, Mapping[str, Any]] = {}  # markers of jobs held for their upstreams
+    metas: dict[str, Mapping[str, Any]] = {}  # markers of asked jobs held for upstreams
     asked: dict[str, tuple[str | None, str]] = {}  # name -> (backend, ref) of its job
     for name in names:
         folder = base + name
@@ -157,39 +159,51 @@ def collect_status(
         if keep:  # an upstream's too, maybe: read once
             seen[folder] = meta
         row = experiment_row(name, folder, meta, fps, experiments[name], seen)
-        named = ref_of(meta) if meta else None
-        if meta is not None and "waits_for" in meta:
-            metas[name] = meta
-        if (
-            named is not None
-            and meta is not None
-            and (
-                row.status == results.SUBMITTED
-                # "running" with a free lock: its node may have died under it and SLURM
-                # requeued the job, which is then queued, not interrupted
-                or (row.status == results.INTERRUPTED and meta.get("status") == results.RUNNING)
-            )
-        ):
-            asked[name] = named
+        job = job_to_ask(row, meta)
+        if job is not None:
+            asked[name] = job
+            if meta is not None and "waits_for" in meta:
+                metas[name] = meta
         rows.append(row)
-    if asked:  # one query per backend: has the job started, ended, or been requeued?
-        answers = jobs.ask(asked)
-        out = []
-        for row in rows:
-            if row.name in answers.unregistered:
-                backend = answers.unregistered[row.name]
-                why = f"backend {backend!r} is not installed or registered here"
-                row = replace(row, status=UNKNOWN, error=why)
-            elif row.name in answers.states:
-                label = answers.backends[row.name].label
-                row = _with_job_state(row, answers.states[row.name], label)
-                if row.status in (results.INTERRUPTED, results.FAILED):
-                    row = _blocked_if_upstream_failed(row, metas.get(row.name), base)
-                elif row.status == results.SUBMITTED and row.name in metas:
-                    row = _waiting_if_upstreams_not_done(row, metas[row.name])
-            out.append(row)
-        rows = out
-    return rows
+    if not asked:
+        return rows
+    answers = jobs.ask(asked)  # one query per backend: started, ended, or requeued?
+    return [settled(row, answers, metas.get(row.name), base) for row in rows]
+
+
+def job_to_ask(row: StatusRow, meta: Mapping[str, Any] | None) -> tuple[str | None, str] | None:
+    """The ``(backend, ref)`` of the job whose state decides ``row``, or None when its
+    metafile alone does: a ``submitted`` row, or a ``running`` one whose lock is free
+    (its node may have died under it and SLURM requeued the job: queued, not
+    interrupted)."""
+    named = ref_of(meta) if meta else None
+    if named is None or meta is None:
+        return None
+    if row.status == results.SUBMITTED or (
+        row.status == results.INTERRUPTED and meta.get("status") == results.RUNNING
+    ):
+        return named
+    return None
+
+
+def settled(
+    row: StatusRow, answers: jobs.Answers, meta: Mapping[str, Any] | None, base: str
+) -> StatusRow:
+    """``row`` as the backends' ``answers`` see its job (see :func:`job_to_ask`);
+    ``meta`` its metafile when it waits for upstreams, ``base`` its group's folder."""
+    if row.name in answers.unregistered:
+        backend = answers.unregistered[row.name]
+        why = f"backend {backend!r} is not installed or registered here"
+        return replace(row, status=UNKNOWN, error=why)
+    if row.name not in answers.states:
+        return row
+    label = answers.backends[row.name].label
+    row = _with_job_state(row, answers.states[row.name], label)
+    if row.status in (results.INTERRUPTED, results.FAILED):
+        return _blocked_if_upstream_failed(row, meta, base)
+    if row.status == results.SUBMITTED and meta is not None and "waits_for" in meta:
+        return _waiting_if_upstreams_not_done(row, meta)
+    return row
 
 
 def _blocked_if_upstream_failed(
