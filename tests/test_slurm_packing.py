@@ -26,7 +26,10 @@ from xhelpers.errors import ConfigError
 
 
 def cli(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return run_py(folder, *args, timeout=timeout, env=dict(os.environ, PYTHONPATH=str(TESTS)))
+    # This checkout's xhelpers first, also in the jobs (sbatch hands them this
+    # environment): an installed one, from another checkout, would be tested otherwise.
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+    return run_py(folder, *args, timeout=timeout, env=dict(os.environ, PYTHONPATH=path))
 
 
 def configure(folder: Path, cluster: SlurmCluster, **settings: Any) -> None:
@@ -93,6 +96,35 @@ def test_a_pack_runs_each_experiment_as_its_own(
     assert f"{metas['ok/3']['ref']}" in listed.stdout and "10 done, 2 failed" in listed.stdout
     kept = scripts(group / ".slurm")  # the array with failures keeps its script
     assert len(kept) == 1 and "#SBATCH --array=" in kept[0]
+
+
+def test_dry_run_shows_the_packs_a_run_would_submit(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    write_run_py(
+        tmp_path,
+        """
+        names = {f"ok/{i}": partial(ex.write_param, param=i) for i in range(12)}
+        g = xh.ParametrizedExperiments("g", names, configcls=ex.TConfig)
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_cpus_per_task=2)
+    cpus = int(
+        subprocess.run(["sinfo", "-h", "-o", "%C"], capture_output=True, text=True)
+        .stdout.split()[0]
+        .split("/")[-1]
+    )
+    per_task = packing.pack_size(12, res(cpus_per_task=2), 1, [], cpus)
+    proc = cli(tmp_path, "g", "--dry-run", "--slurm", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tasks = -(-12 // per_task)
+    what = "a job" if tasks == 1 else f"an array of {tasks} tasks"
+    assert f"  sbatch A1 (stage 0): {what} of {per_task} experiments: ok/0 ... ok/11; " in (
+        proc.stdout
+    ), proc.stdout
+    assert f"; {per_task} per task (auto: " in proc.stdout, proc.stdout
+    assert "each task asks cpus_per_task=2, gpus_per_node=0 and runs 2 at once" in proc.stdout
+    assert not (tmp_path / "results").exists()
 
 
 def test_a_pack_requeues_what_it_has_no_time_for(
@@ -192,6 +224,57 @@ def test_cancel_one_experiment_of_a_pack(tmp_path: Path, slurm_cluster: SlurmClu
     assert not (group / "w/2/started").exists()  # never started
     listed = cli(tmp_path, "g", "-l").stdout
     assert "1 done, 2 interrupted" in listed
+
+
+def sacct_state(job: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job.split("_")[0]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return next((s for j, _, s in (ln.partition("|") for ln in out.splitlines()) if j == job), "")
+
+
+def test_cancel_of_all_a_pack_has_left_cancels_its_job(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    # One pack of 4, 2 at once: w/0 succeeds at once, w/1 and w/2 then run, w/3 waits
+    # for a free worker. Cancelling the group covers all the pack has left: its job goes.
+    write_run_py(
+        tmp_path,
+        """
+        names = {"w/0": ex.no_config}
+        names.update({f"w/{i}": partial(ex.wait_for_file, started="started",
+                                        release="../../../../release", timeout=120)
+                      for i in range(1, 4)})
+        g = xh.ParametrizedExperiments("g", names)
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_cpus_per_task=2, slurm_experiments_per_task=4)
+    assert cli(tmp_path, "g", "--slurm", "--no-wait").returncode == 0
+    group = tmp_path / "results/g"
+    wait_until(
+        lambda: (
+            status(group / "w/0") == "success"
+            and all((group / f"w/{i}/started").exists() for i in (1, 2))
+        ),
+        timeout=120,
+        what="w/0 done, w/1 and w/2 running",
+    )
+    job = meta(group / "w/1")["slurm_job_id"]
+    proc = cli(tmp_path, "g", "--cancel")
+    assert proc.returncode == 0, proc.stderr
+    # the job itself was cancelled: it did not end by itself once its experiments had
+    wait_until(
+        lambda: sacct_state(job).startswith("CANCELLED"), timeout=60, what=f"job {job} cancelled"
+    )
+    statuses = {i: status(group / f"w/{i}") for i in range(4)}
+    assert statuses == {0: "success", 1: "interrupted", 2: "interrupted", 3: "interrupted"}
+    assert meta(group / "w/3")["error"]["state"] == "CANCELLED"
+    assert not (group / "w/3/started").exists()  # never started
+    listed = cli(tmp_path, "g", "-l").stdout
+    assert "1 done, 3 interrupted" in listed and "submitted" not in listed, listed
 
 
 def test_packed_pipeline_blocks_only_the_downstreams_of_a_failure(
@@ -353,3 +436,151 @@ def test_bad_pack_settings_are_one_line_errors(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert field in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "results/g/a").exists()
+
+
+def faked_backend(tmp_path: Path, cpus: int, **settings: Any) -> Any:
+    """A SlurmBackend told its cluster (MaxArraySize 4, ``cpus`` CPUs) instead of asking
+    it; its sbatch calls are recorded, not made: ([(dependency, packs)], the backend)."""
+    from xhelpers.backends.slurm.backend import SlurmBackend
+
+    config = BaseConfig(output_directory=tmp_path / "results", **settings)
+    backend = SlurmBackend(RunContext("g", config, "", root=str(tmp_path / "results")))
+    backend._cluster_max = 4
+    backend._capacity[None] = (cpus, None)
+    sent: list[tuple[str, list[list[str]]]] = []
+
+    def submit(res: Any, batch: Any, calls: Any, running: int, folders: Any) -> list[str]:
+        number = len(sent) + 1
+        sent.append((batch.dependency, [[t.name for t in call.tasks] for call in calls]))
+        return [str(number)] if len(calls) == 1 else [f"{number}_{i}" for i in range(len(calls))]
+
+    backend._submit = submit
+    return sent, backend
+
+
+def staged(tmp_path: Path, count: int) -> list[Task]:
+    train = [
+        Task(f"train/{i}", str(tmp_path / f"results/g/train/{i}"), print, "", False)
+        for i in range(count)
+    ]
+    evals = [
+        Task(
+            f"eval/{i}",
+            str(tmp_path / f"results/g/eval/{i}"),
+            print,
+            "",
+            False,
+            after=(train[i].folder,),
+        )
+        for i in range(count)
+    ]
+    return train + evals
+
+
+def test_dry_run_shows_the_packs_submit_makes(tmp_path: Path) -> None:
+    # 20 experiments per stage, 2 CPUs per task on a partition of 4: the 10-minute
+    # target would take 120 per task, the 2 tasks that run at once take 10 each.
+    sent, backend = faked_backend(tmp_path, cpus=4, slurm_cpus_per_task=2)
+    tasks = staged(tmp_path, 20)
+    lines = backend.preview(tasks)
+    backend.submit(tasks)
+    assert len(lines) == len(sent) == 2
+    assert lines[0].startswith(
+        "sbatch A1 (stage 0): an array of 2 tasks of 10 experiments: train/0 ... train/19; "
+        "10 per task (auto: 120 fill slurm_pack_target_min=10 at 10 s each, the default "
+        "estimate (none recorded), 2 at once; capped at 10 to spread 20 over 2 tasks at "
+        "once (the partition's 4 CPUs, 2 per task)); each task asks cpus_per_task=2, "
+        "gpus_per_node=0 and runs 2 at once; "
+    ), lines[0]
+    assert lines[1].startswith("sbatch A2 (stage 1): an array of 2 tasks of 10 experiments")
+    assert lines[1].endswith("; --dependency=afterany:A1"), lines[1]
+    assert sent[1][0] == "afterany:1" and [len(p) for _, packs in sent for p in packs] == [10] * 4
+
+
+def test_dry_run_shows_fixed_packs_split_at_max_array_size(tmp_path: Path) -> None:
+    sent, backend = faked_backend(tmp_path, cpus=64, slurm_experiments_per_task=3)
+    tasks = [
+        Task(
+            f"e/{i}",
+            str(tmp_path / f"results/g/e/{i}"),
+            print,
+            "",
+            False,
+            resources={"gpus": 0.5, "cpus_per_task": 4} if i >= 14 else None,
+        )
+        for i in range(16)
+    ]
+    lines = backend.preview(tasks)
+    backend.submit(tasks)
+    # 14 in 5 packs of 2-3: an array of 4 and one of 1 (MaxArraySize 4); 2 with GPUs: a job
+    assert [line.split(":", 1)[0] for line in lines] == [
+        "sbatch A1 (stage 0)",
+        "sbatch A2 (stage 0)",
+        "sbatch A3 (stage 0)",
+    ]
+    assert (
+        "an array of 4 tasks of 3 experiments: e/0 ... e/11; 3 per task (fixed by "
+        "slurm_experiments_per_task=3)" in lines[0]
+    ), lines[0]
+    assert "a job of 2 experiments: e/12 ... e/13; " in lines[1], lines[1]
+    assert "a job of 2 experiments: e/14 ... e/15; " in lines[2], lines[2]
+    assert "each task asks cpus_per_task=4, gpus_per_node=2 and runs 4 at once" in lines[2]
+    assert [[len(p) for p in packs] for _, packs in sent] == [[3, 3, 3, 3], [2], [2]]
+
+
+def test_dry_run_says_why_nothing_is_packed(tmp_path: Path) -> None:
+    _, backend = faked_backend(tmp_path, cpus=64)
+    tasks = staged(tmp_path, 3)
+    lines = backend.preview(tasks)
+    assert lines[0].startswith(
+        "sbatch A1 (stage 0): an array of 3: train/0 ... train/2; 1 per task (auto: 60 "
+    ), lines[0]
+    assert "capped at 1 to spread 3 over 64 tasks at once" in lines[0], lines[0]
+    assert lines[1].endswith("--dependency=aftercorr:A1"), lines[1]
+
+
+def test_who_a_pack_has_left_is_read_from_its_index(tmp_path: Path) -> None:
+    from xhelpers.backends.slurm import housekeeping
+
+    slurm = tmp_path / "g/.slurm"
+    slurm.mkdir(parents=True)
+    folders = [str(tmp_path / f"g/e{i}") for i in range(4)]
+    for slot, (folder, state) in enumerate(
+        zip(folders, ["success", "running", "submitted", "submitted"], strict=True)
+    ):
+        os.makedirs(folder)
+        ref = "7_1/9" if slot == 3 else f"7_1/{slot}"  # e3: since submitted by another job
+        Path(folder, "metafile.json").write_text(json.dumps({"status": state, "ref": ref}))
+    housekeeping.write_index(slurm, "7", {"7_0": [folders[0]], "7_1": folders})
+    assert housekeeping.unsettled_slots(slurm, "7_1") == {1, 2}
+    assert housekeeping.unsettled_slots(slurm, "7_0") == set()
+    assert housekeeping.unsettled_slots(slurm, "7_2") is None  # not a job of the index
+    assert housekeeping.unsettled_slots(tmp_path, "7_1") is None  # no index there
+
+
+def test_cancel_takes_a_packs_job_only_with_all_it_has_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = str(tmp_path / ".slurm/.submission_file_x.sh")
+    cancelled: list[list[str]] = []
+
+    def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        if cmd[0] == "scancel":
+            cancelled.append(cmd[1:])
+        out = f"5_0|RUNNING|None|{script}\n5_1|PENDING|Priority|{script}\n"
+        return subprocess.CompletedProcess(cmd, 0, out if cmd[0] == "squeue" else "", "")
+
+    monkeypatch.setattr(queue, "_run", run)
+    left = {"5_0": {0, 1, 2}, "5_1": {0}}
+    asked: list[Path] = []
+
+    def unsettled(folder: Path, job: str) -> set[int]:
+        asked.append(folder)
+        return left[job]
+
+    refs = ["5_0/0", "5_0/2", "5_1/0"]
+    assert queue.slurm_cancel(refs, unsettled) == dict.fromkeys(refs, True)
+    assert cancelled == [["5_1"]] and set(asked) == {tmp_path / ".slurm"}
+    cancelled.clear()
+    assert queue.slurm_cancel(["5_0/1", "5_0/0", "5_0/2"], unsettled)["5_0/1"]
+    assert cancelled == [["5_0"]]

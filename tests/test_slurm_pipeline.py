@@ -25,9 +25,10 @@ from xhelpers.backends import Finished, Lost, Report, get_backend
 from xhelpers.backends.base import JobState, JobStatus
 from xhelpers.backends.slurm import node as slurm_node
 from xhelpers.backends.slurm import queue
-from xhelpers.backends.slurm.backend import SlurmBackend, _ranges
+from xhelpers.backends.slurm.backend import SlurmBackend
 from xhelpers.backends.slurm.chains import Planner, dependency_string
 from xhelpers.backends.slurm.resources import with_dependency
+from xhelpers.backends.slurm.sbatch import _ranges
 from xhelpers.config import BaseConfig
 from xhelpers.core import records, results
 from xhelpers.core.execution import RunContext, Task

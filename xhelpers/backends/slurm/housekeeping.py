@@ -28,6 +28,9 @@ succeeded, so later runs read only their metafiles.
 
 Runs with ``slurm_keep_job_files`` write no index: what they submit is never removed.
 
+The index is also how any process knows who is in a pack (:func:`unsettled_slots`):
+``--cancel`` of every experiment a pack has left to run cancels its job.
+
 No submitit import: a run with nothing to submit tidies without paying for it. The names
 are submitit's ``JobPaths`` (a test pins them to it).
 """
@@ -57,6 +60,7 @@ __all__ = [
     "served_files",
     "task_files",
     "tidy",
+    "unsettled_slots",
     "write_index",
 ]
 
@@ -170,6 +174,31 @@ def _succeeded(folder: Path, job: str, rel: str | list[str]) -> bool:
             for slot, one in enumerate(rel)
         )
     return recorded_success(os.path.normpath(folder / rel), job) is not None
+
+
+def unsettled_slots(folder: Path, job_id: str) -> set[int] | None:
+    """The slots of the pack run by job ``job_id`` whose experiment may still run in it:
+    its metafile says ``submitted`` or ``running`` under the slot's ref. ``folder``:
+    the ``.slurm/`` of the job. None when no index there lists the job as a pack (a
+    run with ``slurm_keep_job_files`` writes none): who is in it is not known.
+
+    An entry of a pack stays whole in its index until all of it succeeded (see
+    :func:`tidy`), so every slot that can still run is named by it."""
+    array = job_id.split("_", 1)[0]
+    tasks = _read_index(folder / index_name(array), array) if _ARRAY_ID.fullmatch(array) else None
+    members = (tasks or {}).get(job_id)
+    if not isinstance(members, list):
+        return None
+    left = set()
+    for slot, rel in enumerate(members):
+        meta = results.read_metafile(os.path.normpath(folder / rel))
+        if (
+            meta is not None
+            and meta.get("status") in (results.SUBMITTED, results.RUNNING)
+            and (meta.get("ref") or meta.get("slurm_job_id")) == pack_ref(job_id, slot)
+        ):
+            left.add(slot)
+    return left
 
 
 def recorded_success(folder: str, job_id: str) -> dict[str, Any] | None:

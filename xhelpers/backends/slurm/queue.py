@@ -9,9 +9,11 @@ and writes no metafile: the core asks through ``SlurmBackend.states``/``cancel``
 from __future__ import annotations
 
 import logging
+import os
 import re
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from xhelpers.backends.base import UNKNOWN_STATUS, JobState, JobStatus
 from xhelpers.errors import BackendError
@@ -253,19 +255,32 @@ def _held(job_ids: Iterable[str]) -> dict[str, Record]:
 
 def _queue_records(job_ids: Iterable[str]) -> dict[str, Record]:
     """Every job and array task squeue holds of the given jobs' arrays (ONE call)."""
+    return _queue_listing(job_ids)[0]
+
+
+def _queue_listing(job_ids: Iterable[str]) -> tuple[dict[str, Record], dict[str, str]]:
+    """Every job and array task squeue holds of the given jobs' arrays, and the sbatch
+    script each runs (``%o``: the path sbatch was given), from ONE call."""
     bases = _bases(job_ids)
     if not bases:
-        return {}
+        return {}, {}
     # -t all: with -j, squeue still hides ended jobs otherwise; -r: one line per task.
-    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(bases)]
+    cmd = ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%r|%o", "-j", ",".join(bases)]
     proc = _run(cmd)
     if proc.returncode != 0:
         # A single id the controller has forgotten (older than MinJobAge) is an error to
         # squeue, several are not: either way the job is not in the queue.
         if "Invalid job id specified" in proc.stderr:
-            return {}
+            return {}, {}
         raise BackendError(f"squeue: {_one_line(proc.stderr) or 'failed'}")
-    return _parse_records(proc.stdout, (), sacct=False)
+    lines: list[str] = []
+    scripts: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        job, state, reason, script = [*line.split("|", 3), "", "", ""][:4]
+        lines.append(f"{job}|{state}|{reason}")
+        for one in _expand(job.strip()):
+            scripts[one] = script.strip()
+    return _parse_records("\n".join(lines), (), sacct=False), scripts
 
 
 def _merge_queue(records: dict[str, Record], queued: dict[str, Record]) -> None:
@@ -418,17 +433,26 @@ def job_of(ref: str) -> str:
     return ref.split("/", 1)[0]
 
 
-def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
+def slurm_cancel(
+    refs: Iterable[str], unsettled: Callable[[Path, str], set[int] | None] | None = None
+) -> dict[str, bool]:
     """``scancel`` those of the given jobs that may still run, in ONE call (a bare array
     id cancels the whole array); ONE ``squeue`` call first tells which these are.
+
+    An experiment of a pack (``123_4/7``) is not its job: the pack honours the request
+    the core left in its folder (xhelpers.core.packs) and runs on with the others. But
+    when ``unsettled(folder, job)`` (the slots of the pack that may still run, known
+    from the job's ``.slurm/`` folder, where its script is) are all among ``refs``,
+    nothing is left for the job to run: it is scancelled too, its allocation freed.
 
     {ref: True if cancelled, False if it had ended (or SLURM never knew it)}.
     """
     asked = list(dict.fromkeys(refs))
     valid = [ref for ref in asked if isinstance(ref, str) and _REF.fullmatch(job_of(ref))]
     live: list[str] = []
+    scripts: dict[str, str] = {}
     if valid:
-        held = _queue_records([job_of(ref) for ref in valid])
+        held, scripts = _queue_listing([job_of(ref) for ref in valid])
         for ref in valid:
             job = job_of(ref)
             states = [held[job][0]] if job in held else []
@@ -436,7 +460,31 @@ def slurm_cancel(refs: Iterable[str]) -> dict[str, bool]:
                 states += [s for one, (s, _) in held.items() if one.startswith(job + "_")]
             if any(state not in TERMINAL_STATES for state in states):
                 live.append(ref)
-    # An experiment of a pack is not its job: the pack honours the request the core
-    # left in its folder (xhelpers.core.packs) and runs on with the others.
-    cancel_jobs(ref for ref in live if "/" not in ref)
+    jobs = [ref for ref in live if "/" not in ref]
+    if unsettled is not None:
+        jobs += _whole_packs(live, scripts, unsettled)
+    cancel_jobs(jobs)
     return {ref: ref in live for ref in asked}
+
+
+def _whole_packs(
+    refs: Iterable[str],
+    scripts: dict[str, str],
+    unsettled: Callable[[Path, str], set[int] | None],
+) -> list[str]:
+    """The pack jobs among ``refs`` (``<job>/<slot>``) that have nothing left to run but
+    the slots named: see :func:`slurm_cancel`."""
+    slots: dict[str, set[int]] = {}
+    for ref in refs:
+        job, _, slot = ref.partition("/")
+        if slot.isdigit():
+            slots.setdefault(job, set()).add(int(slot))
+    whole = []
+    for job, named in slots.items():
+        script = scripts.get(job, "")
+        if not os.path.isabs(script):  # a script named relative to who knows where
+            continue
+        left = unsettled(Path(script).parent, job)
+        if left is not None and left <= named:
+            whole.append(job)
+    return whole
