@@ -114,7 +114,7 @@ def test_dry_run_shows_the_packs_a_run_would_submit(
         .stdout.split()[0]
         .split("/")[-1]
     )
-    per_task = packing.pack_size(12, res(cpus_per_task=2), 1, [], cpus)
+    per_task = packing.sizing(12, res(cpus_per_task=2), 1, [], cpus).size
     proc = cli(tmp_path, "g", "--dry-run", "--slurm", timeout=60)
     assert proc.returncode == 0, proc.stderr
     tasks = -(-12 // per_task)
@@ -344,18 +344,18 @@ def res(**settings: Any) -> dict[str, Any]:
 
 def test_pack_size_follows_durations_target_and_the_clusters_spread() -> None:
     base = res()
-    assert packing.pack_size(1000, res(experiments_per_task=7), 1, [], 8) == 7
-    assert packing.pack_size(1000, res(experiments_per_task=1), 1, [], 8) == 1
+    assert packing.sizing(1000, res(experiments_per_task=7), 1, [], 8).size == 7
+    assert packing.sizing(1000, res(experiments_per_task=1), 1, [], 8).size == 1
     # unknown durations: the default estimate fills the 10-minute target...
-    assert packing.pack_size(100_000, base, 1, [], None) == int(600 / DEFAULT_ESTIMATE_S)
+    assert packing.sizing(100_000, base, 1, [], None).size == int(600 / DEFAULT_ESTIMATE_S)
     # ... but never fewer tasks than the cluster runs at once (8 CPUs, 1 each)
-    assert packing.pack_size(1000, base, 1, [0.01], 8) == 125
+    assert packing.sizing(1000, base, 1, [0.01], 8).size == 125
     # recorded minutes each: one per task
-    assert packing.pack_size(1000, base, 1, [600.0], 8) == 1
+    assert packing.sizing(1000, base, 1, [600.0], 8).size == 1
     # two CPUs per task, one thread each: two at once, twice as many per task
-    assert packing.pack_size(10_000, res(cpus_per_task=2), 1, [60.0], None) == 20
+    assert packing.sizing(10_000, res(cpus_per_task=2), 1, [60.0], None).size == 20
     with pytest.raises(ConfigError, match=r"slurm_pack_target_min=10 .*partition"):
-        packing.pack_size(1000, base, 1, [], 8, partition_limit_min=5)
+        packing.sizing(1000, base, 1, [], 8, partition_limit_min=5)
 
 
 def test_packs_are_even() -> None:

@@ -39,7 +39,6 @@ __all__ = [
     "PackSize",
     "afterany",
     "pack_limit_s",
-    "pack_size",
     "plan",
     "recorded_durations",
     "sizing",
@@ -102,19 +101,6 @@ def target_s(res: Mapping[str, Any], partition_limit_min: float | None) -> float
     return min(60.0 * target, pack_limit_s(res))
 
 
-def pack_size(
-    count: int,
-    res: Mapping[str, Any],
-    workers: int,
-    durations: Sequence[float],
-    capacity: int | None,
-    partition_limit_min: float | None = None,
-) -> int:
-    """Experiments per array task for ``count`` experiments of resource set ``res``
-    (see the module); ``capacity``: the partition's CPUs, None if unknown."""
-    return sizing(count, res, workers, durations, capacity, partition_limit_min).size
-
-
 def sizing(
     count: int,
     res: Mapping[str, Any],
@@ -123,7 +109,9 @@ def sizing(
     capacity: int | None,
     partition_limit_min: float | None = None,
 ) -> PackSize:
-    """:func:`pack_size`, with the reason for it in words (``--dry-run`` shows it)."""
+    """Experiments per array task for ``count`` experiments of resource set ``res``
+    (see the module), with the reason in words (``--dry-run`` shows it); ``capacity``:
+    the partition's CPUs, None if unknown."""
     fixed = res.get("experiments_per_task")
     if fixed is not None:
         size = max(1, int(fixed))
