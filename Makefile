@@ -15,7 +15,10 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 LOCK         := requirements/test.txt
 RUNTIME_LOCK := requirements/runtime.txt
 UV           := .venv-uv/bin/uv
-UV_PIP       := $(UV) pip install --quiet --python
+# --compile-bytecode: as pip does. Without it (uv's default), a machine that sets
+# PYTHONDONTWRITEBYTECODE (this one does) compiles every import from source in every
+# process: each run.py, test subprocess and SLURM task paid ~0.2 s for it.
+UV_PIP       := $(UV) pip install --quiet --compile-bytecode --python
 
 .PHONY: demo test shells browser ssh-tools lint typecheck pytest slurm-start slurm-stop slurm-status bench clean test-versions \
 	lock lock-upgrade test-latest soak
@@ -77,7 +80,10 @@ docs: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy
 
+# The project's own modules compiled first (the installed ones are, see UV_PIP): the
+# suite starts hundreds of Python processes, each of which would compile them again.
 pytest: $(VENV)/.test-installed
+	$(PY) -m compileall -q xhelpers tests >/dev/null
 	$(PY) -m pytest
 
 # The soak test for minutes: runners on one group under random SIGKILLs (tests/test_soak.py).
@@ -174,6 +180,7 @@ test-latest: slurm-start shells ssh-tools
 # All ten benchmarks (docs/guide/speed.md); the slurm_* ones need a SLURM cluster
 # (bash scripts/local-slurm start) and is skipped, saying so, where sbatch is missing.
 bench: $(VENV)/.installed
+	$(PY) -m compileall -q xhelpers >/dev/null
 	$(PY) benchmarks/local_overhead.py
 	$(PY) benchmarks/skip_scan.py
 	$(PY) benchmarks/startup.py

@@ -15,7 +15,11 @@ The two differ in size (plain is measured on at least 200), so they are compared
 experiment: seconds per experiment of xhelpers over plain's. Goals (issue 13): packed
 (``slurm_experiments_per_task = None``: sized by xhelpers) <= 0.1x; unpacked
 (``slurm_experiments_per_task = 1``: every experiment its own array task) <= 1.0x.
-Folders under /dev/shm; both use the same partition and time limit.
+Folders under /dev/shm; both use the same partition and time limit. Both run from
+cached bytecode, as after a pip install: the installed packages and xhelpers' own modules
+are compiled first (a machine with PYTHONDONTWRITEBYTECODE set, or a uv install without
+--compile-bytecode, would otherwise compile every import from source in every task,
+which costs the side that imports more, xhelpers, the more).
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ def run_plain(root: Path, n: int) -> float:
     return elapsed / n
 
 
+def cache_bytecode() -> None:
+    """Compile what either side imports, once (see the module docstring)."""
+    import compileall
+    import sysconfig
+
+    import xhelpers
+
+    for folder in {sysconfig.get_paths()["purelib"], os.path.dirname(xhelpers.__file__)}:
+        compileall.compile_dir(folder, quiet=2, workers=0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="xhelpers' experiments (1000)")
@@ -120,6 +135,7 @@ def main() -> int:
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     root = Path(tempfile.mkdtemp(prefix="xhelpers-throughput-", dir=base))
     ratios: dict[str, float] = {}
+    cache_bytecode()
     try:
         plain = run_plain(root, args.plain_n)
         for packed in (True, False):

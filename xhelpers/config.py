@@ -116,7 +116,7 @@ class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
 class RemoteSettings(BaseModel):
     """One remote machine (``--remote NAME``): where the project goes, how to reach it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     host: str = Field(description="SSH host: a name, user@name, or an alias of ~/.ssh/config.")
     folder: str = Field(description="The project's folder there (~/ is the remote home).")
