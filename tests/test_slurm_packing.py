@@ -448,8 +448,10 @@ def faked_backend(tmp_path: Path, cpus: int, **settings: Any) -> Any:
     backend._cluster_max = 4
     backend._capacity[None] = (cpus, None)
     sent: list[tuple[str, list[list[str]]]] = []
+    backend.running_sent = []  # how many each call's tasks run at once
 
     def submit(res: Any, batch: Any, calls: Any, running: int, folders: Any) -> list[str]:
+        backend.running_sent.append(running)
         number = len(sent) + 1
         sent.append((batch.dependency, [[t.name for t in call.tasks] for call in calls]))
         return [str(number)] if len(calls) == 1 else [f"{number}_{i}" for i in range(len(calls))]
@@ -524,8 +526,10 @@ def test_dry_run_shows_fixed_packs_split_at_max_array_size(tmp_path: Path) -> No
     ), lines[0]
     assert "a job of 2 experiments: e/12 ... e/13; " in lines[1], lines[1]
     assert "a job of 2 experiments: e/14 ... e/15; " in lines[2], lines[2]
-    assert "each task asks cpus_per_task=4, gpus_per_node=2 and runs 4 at once" in lines[2]
+    # a pack of 2 runs 2 at once (not the 4 its CPUs allow), so asks GPUs for 2 x 0.5
+    assert "each task asks cpus_per_task=4, gpus_per_node=1 and runs 2 at once" in lines[2]
     assert [[len(p) for p in packs] for _, packs in sent] == [[3, 3, 3, 3], [2], [2]]
+    assert backend.running_sent == [1, 1, 2]  # as shown: what submit asks SLURM for
 
 
 def test_dry_run_says_why_nothing_is_packed(tmp_path: Path) -> None:

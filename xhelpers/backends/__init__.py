@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from importlib.metadata import entry_points
 
 from xhelpers.backends.base import (
     UNKNOWN_STATUS,
@@ -49,6 +48,9 @@ _REGISTRY: dict[str, str] = {
 
 
 def _registry() -> dict[str, str]:
+    # importlib.metadata on use: a SLURM task imports this package and never asks
+    from importlib.metadata import entry_points
+
     found = dict(_REGISTRY)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _REGISTRY:  # a package cannot take over a built-in name

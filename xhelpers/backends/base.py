@@ -16,10 +16,12 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from xhelpers.config import BaseConfig
 from xhelpers.core.execution import RunContext, Task, TaskResult
+
+if TYPE_CHECKING:
+    from xhelpers.config import BaseConfig
 
 __all__ = [
     "UNKNOWN_STATUS",

@@ -19,15 +19,18 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xhelpers.config import BaseConfig
 from xhelpers.core import results
 from xhelpers.core.fingerprints import qualname
 from xhelpers.core.logs import experiment_logging
+from xhelpers.core.snapshot import real_config
 from xhelpers.core.summary import BUSY, SKIPPED
 from xhelpers.core.watchers import TaskWatcher
 from xhelpers.errors import ResultTreeError
+
+if TYPE_CHECKING:  # not at run time: a SLURM task imports pydantic only if it must
+    from xhelpers.config import BaseConfig
 
 __all__ = [
     "ExperimentInfo",
@@ -42,6 +45,7 @@ __all__ = [
     "on_interrupt_signal",
     "on_requeue_signal",
     "reset_stop",
+    "running_experiment",
     "stop_requested",
     "task_label",
 ]
@@ -171,6 +175,16 @@ def current_experiment() -> ExperimentInfo | None:
     Lets helpers (command experiments, loggers, checkpoint code) learn the name,
     group, folder and config without threading them through every call.
     """
+    global _current
+    info = _current
+    if info is not None and real_config(info.config) is not info.config:
+        info = _current = dataclasses.replace(info, config=real_config(info.config))
+    return info
+
+
+def running_experiment() -> ExperimentInfo | None:
+    """:func:`current_experiment`, for the core's own use: its ``config`` may still be
+    a snapshot (see xhelpers.core.snapshot), so asking costs no unpickling."""
     return _current
 
 
@@ -470,7 +484,7 @@ def _call(task: Task, ctx: RunContext, config: BaseConfig, head: str, runs: int)
             _in_user_code = True
             if _stop_requested:
                 raise SystemExit("requeued") if _requeue_follows else KeyboardInterrupt
-            value = task.fn(config=config) if task.pass_config else task.fn()
+            value = task.fn(config=real_config(config)) if task.pass_config else task.fn()
             _in_user_code = False
             status = results.DONE
             if _stop_requested:  # it caught Ctrl-C and returned early: not a finished run

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from xhelpers.core.execution import current_experiment
+from xhelpers.core.execution import running_experiment
 from xhelpers.errors import FileFormatError
 
 __all__ = ["atomic_write", "file_format", "load", "register_format", "save"]
@@ -77,7 +77,7 @@ def _where(path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if target.is_absolute():
         return target
-    info = current_experiment()
+    info = running_experiment()
     return Path(info.folder) / target if info is not None else Path.cwd() / target
 
 
@@ -89,7 +89,7 @@ def save(obj: Any, path: str | os.PathLike[str], *, result: bool = False) -> Pat
     dict it holds beside the experiment's parameters.
     """
     suffix, compression = file_format(path)
-    info = current_experiment()
+    info = running_experiment()
     if result and info is None:
         raise FileFormatError(
             f"xh.save(..., result=True) marks a result of the running experiment, and "

@@ -36,9 +36,10 @@ import stat
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from xhelpers.config import FINGERPRINT_SCOPES, BaseConfig, FingerprintScope
+if TYPE_CHECKING:  # at run time imported where used: a SLURM task needs only qualname
+    from xhelpers.config import BaseConfig, FingerprintScope
 
 __all__ = ["Fingerprints", "describe", "fingerprint", "qualname"]
 
@@ -154,6 +155,8 @@ def describe(
         func, args, kwargs = fn.func, fn.args, dict(fn.keywords)
     own_config = None
     if "config" in kwargs:
+        from xhelpers.config import BaseConfig
+
         bound = kwargs["config"]
         if isinstance(bound, (dict, BaseConfig)):
             own_config = type(base_config).with_updates(base_config, _as_dict(bound))
@@ -208,6 +211,8 @@ class Fingerprints:
     """
 
     def __init__(self, scope: FingerprintScope = "code") -> None:
+        from xhelpers.config import FINGERPRINT_SCOPES
+
         if scope not in FINGERPRINT_SCOPES:
             raise ValueError(
                 f"fingerprint scope must be one of {FINGERPRINT_SCOPES}, not {scope!r}"
@@ -520,6 +525,6 @@ def _digest(data: str | bytes) -> str:
 
 
 def _as_dict(config: dict[str, Any] | BaseConfig) -> dict[str, Any]:
-    if isinstance(config, BaseConfig):
+    if not isinstance(config, dict):
         return {k: getattr(config, k) for k in config.model_fields_set}
     return config

@@ -79,7 +79,7 @@ from xhelpers.backends.slurm.queue import (
     slurm_states,
 )
 from xhelpers.backends.slurm.reporting import JobReporting
-from xhelpers.backends.slurm.resources import at_once, resources_for
+from xhelpers.backends.slurm.resources import resources_for
 from xhelpers.backends.slurm.sbatch import Sbatch
 from xhelpers.config import RESOURCE_KEYS, BaseConfig
 from xhelpers.core.execution import RunContext, Task
@@ -320,7 +320,7 @@ class SlurmBackend(JobReporting, Sbatch, Backend):
         self, res: Mapping[str, Any], packs: list[list[Task]], dependency: str
     ) -> list[str]:
         """One sbatch: an array of packs; job ids in pack order."""
-        running = at_once(res, packing.workers_of(packs[0][0], self.ctx.config))
+        running = packing.running_in(res, packs, self.ctx.config)
         known = self._estimates
         calls = [
             PackTask(

@@ -29,6 +29,7 @@ from xhelpers.backends.slurm import source_pickle
 from xhelpers.backends.slurm.queue import pack_ref
 from xhelpers.core import execution, results
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
+from xhelpers.core.snapshot import snapshot
 from xhelpers.core.summary import SKIPPED
 from xhelpers.errors import BackendError
 
@@ -90,7 +91,11 @@ class _ShippedWithSource:
 
     def __getstate__(self) -> dict[str, bytes]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._transient}
-        return {"payload": source_pickle.dumps(state)}
+        return {"payload": source_pickle.dumps(self._shipped(state))}
+
+    def _shipped(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What of ``state`` travels (a subclass may lighten it)."""
+        return state
 
     def __setstate__(self, state: dict[str, bytes]) -> None:
         self.__dict__.update(pickle.loads(state["payload"]))
@@ -116,6 +121,13 @@ class SlurmTask(_ShippedWithSource):
         self.max_requeues = max_requeues
         self.attempt = 1  # this run of the job; checkpoint() hands on attempt + 1
         self.result: TaskResult | None = None
+
+    def _shipped(self, state: dict[str, Any]) -> dict[str, Any]:
+        # The config as plain values: the task unpickles it (and imports pydantic) only
+        # if its experiment asks for it (see xhelpers.core.snapshot).
+        ctx = state["ctx"]
+        config = snapshot(ctx.config, source_pickle.dumps)
+        return {**state, "ctx": dataclasses.replace(ctx, config=config)}
 
     def __call__(self) -> TaskResult:
         if self.result is not None:  # finished just before a signal requeued the job

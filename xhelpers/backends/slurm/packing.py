@@ -41,6 +41,7 @@ __all__ = [
     "pack_limit_s",
     "plan",
     "recorded_durations",
+    "running_in",
     "sizing",
     "split",
     "target_s",
@@ -179,6 +180,14 @@ def afterany(arrays: Iterable[str]) -> str:
 def workers_of(task: Task, config: BaseConfig) -> int:
     """The threads one experiment uses (its own config's ``workers``, else the run's)."""
     return int((task.config or config).workers)
+
+
+def running_in(res: Mapping[str, Any], packs: Sequence[Sequence[Task]], config: BaseConfig) -> int:
+    """How many experiments each task of one array of ``packs`` runs at once: what its
+    CPUs allow, and no more than its biggest pack holds (a pack of 2 on 8 CPUs asks
+    GPUs for 2, not 8)."""
+    pool = at_once(res, workers_of(packs[0][0], config))
+    return max(1, min(pool, max(len(pack) for pack in packs)))
 
 
 def split(tasks: Sequence[Task], size: int) -> list[list[Task]]:

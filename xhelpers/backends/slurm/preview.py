@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from xhelpers.backends.slurm.chains import Batch, Planner
-from xhelpers.backends.slurm.packing import Group, PackArray, PackSize, afterany, workers_of
-from xhelpers.backends.slurm.resources import at_once, gpus_asked
+from xhelpers.backends.slurm.packing import Group, PackArray, PackSize, afterany, running_in
+from xhelpers.backends.slurm.resources import gpus_asked
 from xhelpers.config import BaseConfig
 from xhelpers.core.execution import Task
 
@@ -51,7 +51,7 @@ def packed_lines(
     for number, array in enumerate(arrays, start=1):
         res = resources[array.key]
         members = [task for pack in array.packs for task in pack]
-        running = at_once(res, workers_of(members[0], config))
+        running = running_in(res, array.packs, config)
         counts = sorted({len(pack) for pack in array.packs})
         each = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         plural = "s" if counts[-1] > 1 else ""
