@@ -56,7 +56,7 @@ from pathlib import Path
 
 import pytest
 
-from xhelpers.backends.local.threads import THREAD_VARIABLES as _THREAD_VARIABLES
+from xhelpers.backends.threads import THREAD_VARIABLES as _THREAD_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -30,7 +30,7 @@ from experiments import records_env
 import xhelpers as xh
 from xhelpers.backends.local import slots
 from xhelpers.backends.local.slots import GpuQueue, GpuSlots
-from xhelpers.backends.local.threads import THREAD_VARIABLES, ThreadPolicy
+from xhelpers.backends.threads import THREAD_VARIABLES, ThreadPolicy
 from xhelpers.config import BaseConfig, parse_gpus
 from xhelpers.core.execution import Task
 from xhelpers.errors import ConfigError

@@ -328,6 +328,7 @@ def test_gpus_reach_slurm_and_are_split_in_a_pack(
     group = tmp_path / "results/g"
     two = meta(group / "two")
     assert two["returned"]["env"]["CUDA_VISIBLE_DEVICES"].count(",") == 1  # SLURM gave 2
+    assert two["gpus"] == two["returned"]["env"]["CUDA_VISIBLE_DEVICES"].split(",")
     halves = [meta(group / f"half/{i}") for i in range(4)]
     assert len({m["slurm_job_id"] for m in halves}) == 1  # one pack, 2 at once, 1 GPU
     visible = {m["returned"]["env"]["CUDA_VISIBLE_DEVICES"] for m in halves}
@@ -335,6 +336,39 @@ def test_gpus_reach_slurm_and_are_split_in_a_pack(
     assert all(m["gpus"] == [next(iter(visible))] for m in halves)
     sent = "\n".join(scripts(group / ".slurm"))
     assert "#SBATCH --gpus-per-node=1" in sent and "#SBATCH --gpus-per-node=2" in sent
+
+
+def test_an_unpacked_task_starts_with_its_cpus_as_thread_counts(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    # Each job script exports the variables at cpus_per_task before Python starts (and
+    # imports numpy through submitit); one the user set is hers; her setup lines win.
+    write_run_py(
+        tmp_path,
+        """
+        names = {"two": ex.records_env, "one": ex.records_env}
+        g = xh.ParametrizedExperiments("g", names, resources={
+            "two": {"cpus_per_task": 2},
+            "one": {"setup": ["export OPENBLAS_NUM_THREADS=5"]},
+        })
+        """,
+    )
+    configure(tmp_path, slurm_cluster, slurm_experiments_per_task=1)
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env.update(PYTHONPATH=path, MKL_NUM_THREADS="3")
+    proc = run_py(tmp_path, "g", "--slurm", timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr
+    two, one = meta(tmp_path / "results/g/two"), meta(tmp_path / "results/g/one")
+    assert two["returned"]["env"]["OMP_NUM_THREADS"] == "2"
+    assert two["returned"]["env"]["OPENBLAS_NUM_THREADS"] == "2"
+    assert two["returned"]["env"]["MKL_NUM_THREADS"] == "3"  # the user's
+    assert one["returned"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert one["returned"]["env"]["OPENBLAS_NUM_THREADS"] == "5"  # her setup line
+    for m in (two, one):  # the metafile says what the process had
+        assert "slurm_pack" not in m
+        recorded = {k: v for k, v in m["returned"]["env"].items() if k.endswith("_THREADS")}
+        assert {k: m["threads"][k] for k in recorded} == recorded
 
 
 # -- without a cluster ----------------------------------------------------------------------

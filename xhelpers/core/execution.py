@@ -130,7 +130,7 @@ class RunContext:
     # worker's death itself; 0 (SLURM, in-process runs) writes it before the call.
     running_record_delay: float = 0.0
     # JSON members of the process the experiment runs in, set there by its backend (the
-    # local one: the GPUs and thread counts it gave the experiment). "" adds none.
+    # GPUs and thread counts the experiment was given). "" adds none.
     env_members: str = ""
 
 
@@ -378,7 +378,7 @@ def _start(task: Task, ctx: RunContext, folder: str, existed: bool) -> tuple[str
         head += f', "resumed_from": {json.dumps(resumed)}'
     if ctx.job_members:  # SLURM: job id, node, attempts, log files
         head += ", " + ctx.job_members
-    if ctx.env_members:  # local: its GPUs and thread counts
+    if ctx.env_members:  # its GPUs and thread counts
         head += ", " + ctx.env_members
     text = results.encode_metafile(results.RUNNING, head)
     if previous is not None and previous.get("status") == results.SUBMITTED:

@@ -37,7 +37,7 @@ from xhelpers.backends.local.processes import (
     stop_children_since,
 )
 from xhelpers.backends.local.slots import GpuQueue, GpuSlots, asks_for_gpus, need_of, run_gpus
-from xhelpers.backends.local.threads import ThreadLimits, ThreadPolicy, unheld_pools
+from xhelpers.backends.threads import ThreadLimits, ThreadPolicy, unheld_pools
 from xhelpers.core import execution
 from xhelpers.core.detached import command as detached_command
 from xhelpers.core.detached import write_payload

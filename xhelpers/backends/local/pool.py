@@ -43,8 +43,8 @@ from xhelpers.backends.base import (
 )
 from xhelpers.backends.local.processes import killpg
 from xhelpers.backends.local.slots import Allocation, GpuQueue, GpuSlots
-from xhelpers.backends.local.threads import ThreadPolicy
 from xhelpers.backends.local.worker import WorkerSetup, worker_main
+from xhelpers.backends.threads import ThreadPolicy
 from xhelpers.core import execution
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.core.logs import emit_forwarded

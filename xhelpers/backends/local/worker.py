@@ -2,7 +2,7 @@
 
 Each worker starts with the environment its experiments get (:class:`WorkerSetup`):
 ``CUDA_VISIBLE_DEVICES`` (empty, or the GPUs of the one experiment a GPU worker runs)
-and the thread-count variables (:mod:`.threads`).
+and the thread-count variables (:mod:`xhelpers.backends.threads`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from xhelpers.backends.local.threads import ThreadLimits, ThreadPolicy
+from xhelpers.backends.threads import ThreadLimits, ThreadPolicy
 from xhelpers.core import execution
 from xhelpers.core.execution import RunContext, TaskResult, execute
 from xhelpers.core.logs import ForwardHandler

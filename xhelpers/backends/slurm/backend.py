@@ -81,6 +81,7 @@ from xhelpers.backends.slurm.queue import (
 from xhelpers.backends.slurm.reporting import JobReporting
 from xhelpers.backends.slurm.resources import resources_for
 from xhelpers.backends.slurm.sbatch import Sbatch
+from xhelpers.backends.threads import ThreadPolicy
 from xhelpers.config import RESOURCE_KEYS, BaseConfig
 from xhelpers.core.execution import RunContext, Task
 
@@ -135,6 +136,7 @@ class SlurmBackend(JobReporting, Sbatch, Backend):
         self.sacct_calls = 0
         self._cluster_max: int | None = None
         self._executors: dict[str, Any] = {}
+        self._threads = ThreadPolicy.of(os.environ)
         self._pending: dict[str, list[Task]] = {}  # job id -> its task(s), not reported yet
         self._packs: set[str] = set()  # job ids of packs (their _pending: tasks by slot)
         # partition -> its CPUs and time limit (sinfo), read once

@@ -21,12 +21,14 @@ import os
 import pickle
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends.slurm import source_pickle
 from xhelpers.backends.slurm.queue import pack_ref
+from xhelpers.backends.threads import threads_member
 from xhelpers.core import execution, results
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute
 from xhelpers.core.snapshot import snapshot
@@ -146,7 +148,10 @@ class SlurmTask(_ShippedWithSource):
             "slurm_stderr": str(paths.stderr),
         }
         ctx = dataclasses.replace(
-            self.ctx, job_id=env.job_id, job_members=json.dumps(members)[1:-1]
+            self.ctx,
+            job_id=env.job_id,
+            job_members=json.dumps(members)[1:-1],
+            env_members=_env_members(os.environ),
         )
         task = self.task
         if self.attempt > 1 and task.force:  # --force empties the folder once, not per attempt
@@ -331,6 +336,17 @@ class PackTask(_ShippedWithSource):
 
     def __repr__(self) -> str:
         return f"PackTask({len(self.tasks)} experiments, attempt={self.attempt})"
+
+
+def _env_members(environ: Mapping[str, str]) -> str:
+    """An unpacked task's GPUs (SLURM's ``CUDA_VISIBLE_DEVICES``, when it set one) and
+    thread counts (its job script's, see :func:`~xhelpers.backends.threads.export_line`),
+    as its metafile records them."""
+    threads = threads_member(environ)
+    devices = environ.get("CUDA_VISIBLE_DEVICES")
+    if devices is None:
+        return threads
+    return f'"gpus": {json.dumps([d for d in devices.split(",") if d])}, {threads}'
 
 
 def _unfinished(folder: str) -> bool:

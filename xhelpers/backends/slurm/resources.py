@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from xhelpers.backends.threads import export_line
 from xhelpers.config import (
     RESOURCE_KEYS,
     SLURM_RESOURCE_KEYS,
@@ -64,9 +65,18 @@ def gpus_asked(res: Mapping[str, Any], running: int = 1) -> int:
     return max(int(res["gpus_per_node"] or 0), math.ceil(need - 1e-9))
 
 
-def sbatch_parameters(res: Mapping[str, Any], job_name: str, running: int = 1) -> dict[str, Any]:
+def sbatch_parameters(
+    res: Mapping[str, Any],
+    job_name: str,
+    running: int = 1,
+    threads: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Resources as submitit ``SlurmExecutor.update_parameters`` arguments, for array
-    tasks that run ``running`` experiments at once (a pack's pool; 1 unpacked)."""
+    tasks that run ``running`` experiments at once (a pack's pool; 1 unpacked).
+
+    ``threads``: thread-count variables the job script exports before the task's Python
+    starts (an unpacked task's, at ``cpus_per_task``; a pack's pool sets its workers'
+    own), ahead of the user's ``setup`` lines, which may change them."""
     params: dict[str, Any] = {
         "job_name": job_name,
         "time": int(res["timeout_min"]),
@@ -81,8 +91,10 @@ def sbatch_parameters(res: Mapping[str, Any], job_name: str, running: int = 1) -
         params["gpus_per_node"] = gpus
     if res["mem_gb"] is not None:
         params["mem"] = _sbatch_memory(float(res["mem_gb"]))
-    if res["setup"]:
-        params["setup"] = list(res["setup"])
+    setup = [export_line(threads)] if threads else []
+    setup += res["setup"] or []
+    if setup:
+        params["setup"] = setup
     if res["additional_parameters"]:
         params["additional_parameters"] = dict(res["additional_parameters"])
     return params

@@ -30,6 +30,7 @@ from xhelpers.backends.slurm.node import submitit_module as _submitit
 from xhelpers.backends.slurm.node import submitit_utils as _utils
 from xhelpers.backends.slurm.queue import _base_id, _one_line, cancel_jobs, job_of
 from xhelpers.backends.slurm.resources import sbatch_parameters, with_dependency
+from xhelpers.backends.threads import ThreadPolicy
 from xhelpers.core.execution import RunContext, Task
 from xhelpers.errors import BackendError
 
@@ -53,20 +54,26 @@ class Sbatch:
     arrays: list[str]  # job ids of the submitted arrays/jobs, in order
     sbatch_calls: int
     _executors: dict[str, Any]
+    _threads: ThreadPolicy  # the thread-count variables the user set here
     _pending: dict[str, list[Task]]  # job id -> its task(s), not reported yet
     _packs: set[str]  # job ids of packs
     # array id -> {job id: experiment folder(s)} of its tasks not seen to succeed yet
     _unsucceeded: dict[str, dict[str, str | list[str]]]
     _indexed: dict[str, int]  # array id -> tasks its index was written with
 
-    def _executor(self, res: Mapping[str, Any], dependency: str = "", running: int = 1) -> Any:
-        """An executor for ``res`` (tasks running ``running`` experiments at once):
-        cached, or (with a dependency) made for one array."""
-        key = json.dumps([res, running], sort_keys=True, default=str)
+    def _executor(
+        self, res: Mapping[str, Any], dependency: str = "", running: int = 1, packed: bool = False
+    ) -> Any:
+        """An executor for ``res`` (tasks running ``running`` experiments at once, in a
+        pool if ``packed``): cached, or (with a dependency) made for one array."""
+        key = json.dumps([res, running, packed], sort_keys=True, default=str)
         executor = None if dependency else self._executors.get(key)
         if executor is None:
+            # An unpacked task's process gets its thread counts from the job script: a
+            # pack's pool gives each of its workers their own (from this environment).
+            threads = None if packed else self._threads.variables(int(res["cpus_per_task"]))
             try:
-                params = sbatch_parameters(res, self.ctx.group, running)
+                params = sbatch_parameters(res, self.ctx.group, running, threads)
                 if dependency:
                     params = with_dependency(params, dependency)
                 executor = _submitit().SlurmExecutor(
@@ -90,7 +97,7 @@ class Sbatch:
         """One sbatch: an array (or a plain job for one task); job ids in task order.
         ``calls``/``folders``: what each job runs and the folders it runs in (a pack's,
         by slot), when not one SlurmTask per task of the batch."""
-        executor = self._executor(res, batch.dependency, running)
+        executor = self._executor(res, batch.dependency, running, packed=calls is not None)
         self.folder.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.folder))
         if calls is None:

@@ -1,12 +1,16 @@
 """CPU threads of an experiment's process: its thread-count variables and thread pools.
 
-BLAS and OpenMP libraries start one thread per core unless told otherwise, so ``-j2`` on
-two cores would run four. An experiment's process starts with each of the usual
-thread-count variables at its share of the CPUs, ``config.workers`` (``-w``), except the
-ones the user set in the runner's environment: those it gets as the user set them. One
-the user did not set follows the user's ``OMP_NUM_THREADS`` when that is set, since it
-is the variable each of these libraries falls back on: ``OMP_NUM_THREADS=4`` alone means
-four threads for OpenBLAS too, not ``-w``'s share.
+BLAS and OpenMP libraries start one thread per core unless told otherwise, so ``-j2``
+on two cores would run four. An experiment's process starts with each of the usual
+thread-count variables at its share of the CPUs, except the ones the user set in the
+runner's environment: those it gets as the user set them. One the user did not set
+follows the user's ``OMP_NUM_THREADS`` when that is set, since it is the variable each
+of these libraries falls back on: ``OMP_NUM_THREADS=4`` alone means four threads for
+OpenBLAS too, not the share.
+
+The share: ``config.workers`` (``-w``) in the local pool and in a SLURM pack's pool;
+``cpus_per_task`` for an unpacked SLURM task, whose job script exports the variables
+(:func:`export_line`) before its Python starts.
 
 A library reads them when it loads. One loaded before the experiment's process had them
 keeps the pool it started with: loaded in the runner that forked the worker (``run.py``
@@ -21,12 +25,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["THREAD_VARIABLES", "ThreadLimits", "ThreadPolicy", "unheld_pools"]
+__all__ = [
+    "THREAD_VARIABLES",
+    "ThreadLimits",
+    "ThreadPolicy",
+    "export_line",
+    "threads_member",
+    "unheld_pools",
+]
 
 # joblib's (loky's) list, but for NUMBA_NUM_THREADS: numba raises when it changes after
 # its threads started, which a forked worker's change would be.
@@ -78,6 +90,18 @@ class ThreadPolicy:
         share = self.generic or str(workers)
         user = dict(self.user)
         return {name: user.get(name, share) for name in THREAD_VARIABLES}
+
+
+def export_line(variables: Mapping[str, str]) -> str:
+    """The shell line of a job script that sets ``variables`` for what it starts."""
+    return "export " + " ".join(f"{name}={shlex.quote(v)}" for name, v in variables.items())
+
+
+def threads_member(environ: Mapping[str, str]) -> str:
+    """The metafile member ``"threads": {variable: value}`` of the variables a process
+    has (those it has: a SLURM task's come from its job script and the user's setup)."""
+    values = {name: environ[name] for name in THREAD_VARIABLES if name in environ}
+    return '"threads": ' + json.dumps(values)
 
 
 class ThreadLimits:
