@@ -15,7 +15,10 @@ The two differ in size (plain is measured on at least 200), so they are compared
 experiment: seconds per experiment of xhelpers over plain's. Goals (issue 13): packed
 (``slurm_experiments_per_task = None``: sized by xhelpers) <= 0.1x; unpacked
 (``slurm_experiments_per_task = 1``: every experiment its own array task) <= 1.0x.
-Folders under /dev/shm; both use the same partition and time limit. Both run from
+Folders under /dev/shm; both use the same partition and time limit. submitit's runner
+imports numpy in every task; xhelpers' only when ``run.py`` had (see
+``xhelpers.backends.slurm.job``): ``--numpy`` makes this study's ``run.py`` import it,
+which measures xhelpers' own cost per task with numpy loaded on both sides. Both run from
 cached bytecode, as after a pip install: the installed packages and xhelpers' own modules
 are compiled first (a machine with PYTHONDONTWRITEBYTECODE set, or a uv install without
 --compile-bytecode, would otherwise compile every import from source in every task,
@@ -37,6 +40,7 @@ from pathlib import Path
 
 RUN_PY = """
 from functools import partial
+{imports}
 import xhelpers as xh
 
 def write_one(i):
@@ -69,11 +73,12 @@ def write_one(i: int) -> int:  # plain submitit's side: the same work, in its fo
     return i
 
 
-def run_xhelpers(root: Path, n: int, poll: float, packed: bool) -> float:
+def run_xhelpers(root: Path, n: int, poll: float, packed: bool, numpy: bool) -> float:
     mode = "packed" if packed else "unpacked"
     study = root / f"xhelpers-{mode}"
     study.mkdir()
-    (study / "run.py").write_text(textwrap.dedent(RUN_PY.format(n=n)))
+    imports = "import numpy" if numpy else ""
+    (study / "run.py").write_text(textwrap.dedent(RUN_PY.format(n=n, imports=imports)))
     per_task = "None" if packed else "1"  # None: chosen by xhelpers (see docs: packing)
     (study / "config.py").write_text(
         textwrap.dedent(CONFIG_PY.format(poll=poll, per_task=per_task))
@@ -127,6 +132,11 @@ def main() -> int:
     parser.add_argument(
         "--mode", choices=("both", "packed", "unpacked"), default="both", help="(both)"
     )
+    parser.add_argument(
+        "--numpy",
+        action="store_true",
+        help="run.py imports numpy: xhelpers' tasks then load it first, as plain's always do",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the /dev/shm folders")
     args = parser.parse_args()
     if shutil.which("sbatch") is None:
@@ -141,7 +151,7 @@ def main() -> int:
         for packed in (True, False):
             mode = "packed" if packed else "unpacked"
             if args.mode in ("both", mode):
-                ratios[mode] = run_xhelpers(root, args.n, args.poll, packed) / plain
+                ratios[mode] = run_xhelpers(root, args.n, args.poll, packed, args.numpy) / plain
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -149,7 +159,8 @@ def main() -> int:
     for mode, ratio in ratios.items():
         verdict = "ok" if ratio <= goals[mode] else "ABOVE GOAL"
         print(
-            f"slurm_throughput {mode}: per experiment xhelpers/plain {ratio:.3f} "
+            f"slurm_throughput {mode}{' --numpy' * args.numpy}: per experiment "
+            f"xhelpers/plain {ratio:.3f} "
             f"(goal <= {goals[mode]}: {verdict})"
         )
     return 0  # a figure to read, not a gate (issue 13 tracks the goal)

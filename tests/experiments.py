@@ -323,3 +323,15 @@ def scored(*, lr: float, seed: int) -> dict[str, Any]:
 def diverges(*, lr: float, seed: int) -> None:
     log.warning("lr=%s is too high", lr)
     raise FloatingPointError(f"loss is NaN at lr={lr}")
+
+
+def numpy_loaded() -> bool:
+    """Whether numpy was in its process when it started (on SLURM: preloaded or not)."""
+    return "numpy" in sys.modules
+
+
+def numpy_sum() -> float:
+    """An experiment that imports numpy itself."""
+    import numpy
+
+    return float(numpy.ones(3).sum())

@@ -109,6 +109,11 @@ def test_tidy_removes_only_what_a_success_of_that_very_job_left(
     kept |= _job(slurm, "102_0") | _job(slurm, "103") | {housekeeping.index_name("102")}
     (slurm / "103_submission.sh").write_text("")
     kept.add("103_submission.sh")
+    # a pack of such a run is indexed under a name only --cancel reads (who is in it)
+    _metafile(group / "packed", status="success", ref="105_0/0")
+    housekeeping.write_index(slurm, "105", {"105_0": [str(group / "packed")]}, kept=True)
+    kept |= _job(slurm, "105_0") | {housekeeping.index_name("105", kept=True)}
+    assert housekeeping.unsettled_slots(slurm, "105_0") == set()  # known: none left
 
     SlurmBackend.tidy(config.model_copy(update={"slurm_keep_job_files": True}), "g")
     assert set(os.listdir(slurm)) == kept | gone  # the setting keeps everything

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -236,11 +237,13 @@ def sacct_state(job: str) -> str:
     return next((s for j, _, s in (ln.partition("|") for ln in out.splitlines()) if j == job), "")
 
 
+@pytest.mark.parametrize("keep", [False, True], ids=["tidied", "kept-files"])
 def test_cancel_of_all_a_pack_has_left_cancels_its_job(
-    tmp_path: Path, slurm_cluster: SlurmCluster
+    tmp_path: Path, slurm_cluster: SlurmCluster, keep: bool
 ) -> None:
     # One pack of 4, 2 at once: w/0 succeeds at once, w/1 and w/2 then run, w/3 waits
-    # for a free worker. Cancelling the group covers all the pack has left: its job goes.
+    # for a free worker. Cancelling the group covers all the pack has left: its job goes
+    # (files kept too: who is in the pack is in an index no clean-up reads).
     write_run_py(
         tmp_path,
         """
@@ -251,9 +254,17 @@ def test_cancel_of_all_a_pack_has_left_cancels_its_job(
         g = xh.ParametrizedExperiments("g", names)
         """,
     )
-    configure(tmp_path, slurm_cluster, slurm_cpus_per_task=2, slurm_experiments_per_task=4)
+    configure(
+        tmp_path,
+        slurm_cluster,
+        slurm_cpus_per_task=2,
+        slurm_experiments_per_task=4,
+        slurm_keep_job_files=keep,
+    )
     assert cli(tmp_path, "g", "--slurm", "--no-wait").returncode == 0
     group = tmp_path / "results/g"
+    indexes = sorted(p.name.split("_", 1)[1] for p in (group / ".slurm").glob("*_experiments*"))
+    assert indexes == (["experiments.kept.json"] if keep else ["experiments.json"])
     wait_until(
         lambda: (
             status(group / "w/0") == "success"
@@ -369,6 +380,27 @@ def test_an_unpacked_task_starts_with_its_cpus_as_thread_counts(
         assert "slurm_pack" not in m
         recorded = {k: v for k, v in m["returned"]["env"].items() if k.endswith("_THREADS")}
         assert {k: m["threads"][k] for k in recorded} == recorded
+
+
+def test_a_task_loads_numpy_first_only_if_run_py_did(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+) -> None:
+    # submitit's runner imports numpy before the task's pickle (an MKL numpy must come
+    # before torch); xhelpers' does so only if run.py had loaded numpy where it was sent.
+    body = """
+        names = {"loaded": ex.numpy_loaded, "sum": ex.numpy_sum}
+        g = xh.ParametrizedExperiments("g", names)
+        """
+    write_run_py(tmp_path, body)
+    configure(tmp_path, slurm_cluster, slurm_experiments_per_task=1)
+    proc = cli(tmp_path, "g", "--slurm")
+    assert proc.returncode == 0, proc.stderr
+    assert meta(tmp_path / "results/g/loaded")["returned"] is False
+    assert meta(tmp_path / "results/g/sum")["returned"] == 3.0  # imported by itself
+    write_run_py(tmp_path, "import numpy\n" + textwrap.dedent(body))
+    proc = cli(tmp_path, "g", "loaded", "--slurm", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert meta(tmp_path / "results/g/loaded")["returned"] is True
 
 
 # -- without a cluster ----------------------------------------------------------------------

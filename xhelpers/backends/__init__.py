@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import TYPE_CHECKING
 
-from xhelpers.backends.base import (
-    UNKNOWN_STATUS,
-    Backend,
-    Finished,
-    JobState,
-    JobStatus,
-    Lost,
-    Report,
-    Submitted,
-)
 from xhelpers.errors import BackendError
+
+if TYPE_CHECKING:
+    from xhelpers.backends.base import (
+        UNKNOWN_STATUS,
+        Backend,
+        Finished,
+        JobState,
+        JobStatus,
+        Lost,
+        Report,
+        Submitted,
+    )
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -37,6 +40,30 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# The seam's names load on first use: a SLURM task imports this package (its modules
+# live under it) and never asks for them.
+_SEAM = {
+    "UNKNOWN_STATUS",
+    "Backend",
+    "Finished",
+    "JobState",
+    "JobStatus",
+    "Lost",
+    "Report",
+    "Submitted",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _SEAM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from xhelpers.backends import base
+
+    value = getattr(base, name)
+    globals()[name] = value
+    return value
+
 
 ENTRY_POINT_GROUP = "xhelpers.backends"
 
@@ -84,6 +111,8 @@ def get_backend(name: str) -> type[Backend]:
         ) from None
     except (ImportError, AttributeError) as exc:
         raise BackendError(f"the {name} backend cannot be loaded: {exc}", usage=True) from None
+    from xhelpers.backends.base import Backend
+
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BackendError(f"the {name} backend ({target}) is not a Backend", usage=True)
     return cls

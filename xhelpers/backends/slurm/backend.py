@@ -67,10 +67,7 @@ from xhelpers.backends.slurm.node import submitit_module as _submitit
 from xhelpers.backends.slurm.queue import (
     ACTIVE_STATES,
     TERMINAL_STATES,
-    _base_id,
     cancel_jobs,
-    job_of,
-    pack_ref,
     parse_sacct,
     partition_capacity,
     query_states,
@@ -78,6 +75,7 @@ from xhelpers.backends.slurm.queue import (
     slurm_cancel,
     slurm_states,
 )
+from xhelpers.backends.slurm.refs import array_of, job_of, pack_ref
 from xhelpers.backends.slurm.reporting import JobReporting
 from xhelpers.backends.slurm.resources import resources_for
 from xhelpers.backends.slurm.sbatch import Sbatch
@@ -295,7 +293,7 @@ class SlurmBackend(JobReporting, Sbatch, Backend):
                 dependency = packing.afterany(bases[i] for i in array.after)
                 ids = self._submit_packs(resources[array.key], array.packs, dependency)
                 submitted.extend(ids)
-                bases.append(_base_id(ids[0]))
+                bases.append(array_of(ids[0]))
                 for pack, job_id in zip(array.packs, ids, strict=True):
                     self._pending[job_id] = pack
                     self._packs.add(job_id)
@@ -392,7 +390,7 @@ class SlurmBackend(JobReporting, Sbatch, Backend):
 
     @classmethod
     def handles(cls, refs: Iterable[str]) -> list[str]:
-        return list(dict.fromkeys(_base_id(job_of(ref)) for ref in refs))
+        return list(dict.fromkeys(array_of(job_of(ref)) for ref in refs))
 
     @classmethod
     def follow_hint(cls, handles: Sequence[str]) -> str | None:

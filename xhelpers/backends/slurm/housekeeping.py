@@ -26,10 +26,10 @@ cannot make a live job's files look removable. An array's script, link and index
 every task of it succeeded; until then the index keeps the tasks not known to have
 succeeded, so later runs read only their metafiles.
 
-Runs with ``slurm_keep_job_files`` write no index: what they submit is never removed.
-
 The index is also how any process knows who is in a pack (:func:`unsettled_slots`):
-``--cancel`` of every experiment a pack has left to run cancels its job.
+``--cancel`` of every experiment a pack has left to run cancels its job. Runs with
+``slurm_keep_job_files`` index their packs only, as ``A_experiments.kept.json``, which
+no tidy reads: what they submit is never removed.
 
 No submitit import: a run with nothing to submit tidies without paying for it. The names
 are submitit's ``JobPaths`` (a test pins them to it).
@@ -46,11 +46,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xhelpers.backends.slurm.queue import pack_ref
+from xhelpers.backends.slurm.refs import pack_ref
 from xhelpers.core import results
 
 __all__ = [
     "INDEX_SUFFIX",
+    "KEPT_INDEX_SUFFIX",
     "index_name",
     "pickle_files",
     "recorded_success",
@@ -67,6 +68,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INDEX_SUFFIX = "_experiments.json"
+KEPT_INDEX_SUFFIX = "_experiments.kept.json"  # slurm_keep_job_files: never tidied
 _LINK_PREFIX = ".submission_file_"
 _ARRAY_ID = re.compile(r"\d+")
 
@@ -118,19 +120,22 @@ def script_name(array: str) -> str:
     return f"{array}_submission.sh"
 
 
-def index_name(array: str) -> str:
-    return f"{array}{INDEX_SUFFIX}"
+def index_name(array: str, kept: bool = False) -> str:
+    return f"{array}{KEPT_INDEX_SUFFIX if kept else INDEX_SUFFIX}"
 
 
-def write_index(folder: Path, array: str, tasks: Mapping[str, str | list[str]]) -> None:
+def write_index(
+    folder: Path, array: str, tasks: Mapping[str, str | list[str]], kept: bool = False
+) -> None:
     """Record which experiment each job of ``array`` runs: ``{job id: folder}`` (a
-    pack's job: the folders of its experiments, by slot).
+    pack's job: the folders of its experiments, by slot). ``kept``: under the name no
+    tidy reads (``slurm_keep_job_files``).
 
     Relative to ``folder``, so a result tree that moves as a whole stays tidied. Written
     to a temporary name first: a tidy that reads it meanwhile reads all of it or none.
     """
     relative = {job: _relative(folder, path) for job, path in tasks.items()}
-    path = folder / index_name(array)
+    path = folder / index_name(array, kept)
     temporary = path.with_name(path.name + ".tmp")  # named by the job: withdraw() takes it
     temporary.write_text(json.dumps(relative, indent=0))
     os.replace(temporary, path)
@@ -179,14 +184,18 @@ def _succeeded(folder: Path, job: str, rel: str | list[str]) -> bool:
 def unsettled_slots(folder: Path, job_id: str) -> set[int] | None:
     """The slots of the pack run by job ``job_id`` whose experiment may still run in it:
     its metafile says ``submitted`` or ``running`` under the slot's ref. ``folder``:
-    the ``.slurm/`` of the job. None when no index there lists the job as a pack (a
-    run with ``slurm_keep_job_files`` writes none): who is in it is not known.
+    the ``.slurm/`` of the job. None when no index there (tidied or kept) lists the job
+    as a pack: who is in it is not known.
 
     An entry of a pack stays whole in its index until all of it succeeded (see
     :func:`tidy`), so every slot that can still run is named by it."""
     array = job_id.split("_", 1)[0]
-    tasks = _read_index(folder / index_name(array), array) if _ARRAY_ID.fullmatch(array) else None
-    members = (tasks or {}).get(job_id)
+    members = None
+    if _ARRAY_ID.fullmatch(array):
+        for kept in (False, True):
+            members = (_read_index(folder / index_name(array, kept), array) or {}).get(job_id)
+            if members is not None:
+                break
     if not isinstance(members, list):
         return None
     left = set()

@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from xhelpers.backends.slurm import source_pickle
-from xhelpers.backends.slurm.queue import pack_ref
+from xhelpers.backends.slurm.refs import pack_ref
 from xhelpers.backends.threads import threads_member
 from xhelpers.core import execution, results
 from xhelpers.core.execution import RunContext, Task, TaskResult, execute

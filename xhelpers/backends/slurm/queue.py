@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from xhelpers.backends.base import UNKNOWN_STATUS, JobState, JobStatus
+from xhelpers.backends.slurm.refs import array_of, job_of
 from xhelpers.errors import BackendError
 
 __all__ = [
@@ -23,11 +24,9 @@ __all__ = [
     "TERMINAL_STATES",
     "cancel_jobs",
     "is_final",
-    "job_of",
     "job_states",
     "job_statuses",
     "normalize",
-    "pack_ref",
     "parse_sacct",
     "parse_squeue",
     "partition_capacity",
@@ -105,10 +104,6 @@ def read_max_array_size() -> int:
     if match is None:
         raise BackendError("MaxArraySize not found in `scontrol show config`")
     return int(match.group(1))
-
-
-def _base_id(job_id: str) -> str:
-    return job_id.split("_", 1)[0]
 
 
 def partition_capacity(partition: str | None) -> tuple[int | None, float | None]:
@@ -195,7 +190,7 @@ def _parse_records(text: str, job_ids: Iterable[str], *, sacct: bool) -> dict[st
     # master record, which SLURM gives the state of one task (a COMPLETED one, say).
     split = {one.split("_", 1)[0] for one in records if "_" in one}
     for job_id in job_ids:
-        base = _base_id(job_id)
+        base = array_of(job_id)
         if job_id not in records and base in records and base not in split:
             records[job_id] = records[base]
     return records
@@ -210,7 +205,7 @@ def parse_sacct(text: str, job_ids: Iterable[str] = ()) -> dict[str, str]:
 
 
 def _bases(job_ids: Iterable[str]) -> list[str]:
-    return sorted({_base_id(j) for j in job_ids}, key=lambda b: (len(b), b))
+    return sorted({array_of(j) for j in job_ids}, key=lambda b: (len(b), b))
 
 
 def _sacct_records(job_ids: Iterable[str]) -> dict[str, Record]:
@@ -421,16 +416,6 @@ def slurm_states(refs: Iterable[str]) -> dict[str, JobStatus]:
         ref: normalize(*found[jobs[ref]]) if jobs.get(ref) in found else UNKNOWN_STATUS
         for ref in asked
     }
-
-
-def pack_ref(job_id: str, slot: int) -> str:
-    """The ref of the experiment in ``slot`` of the pack run by job ``job_id``."""
-    return f"{job_id}/{slot}"
-
-
-def job_of(ref: str) -> str:
-    """The job of a ref: itself, or for an experiment of a pack (``123_4/7``) its job."""
-    return ref.split("/", 1)[0]
 
 
 def slurm_cancel(

@@ -26,7 +26,8 @@ from xhelpers.backends.base import Finished, JobStatus, Lost, Report
 from xhelpers.backends.slurm import housekeeping
 from xhelpers.backends.slurm.node import PackResult
 from xhelpers.backends.slurm.node import submitit_utils as _utils
-from xhelpers.backends.slurm.queue import _base_id, job_statuses, normalize, pack_ref
+from xhelpers.backends.slurm.queue import job_statuses, normalize
+from xhelpers.backends.slurm.refs import array_of, pack_ref
 from xhelpers.core import results
 from xhelpers.core.execution import Task, TaskResult
 from xhelpers.errors import BackendError
@@ -193,7 +194,7 @@ class JobReporting:
             housekeeping.remove(self.folder, housekeeping.pickle_files(job_id))
             return
         housekeeping.remove(self.folder, housekeeping.served_files(self.folder, job_id))
-        array = _base_id(job_id)
+        array = array_of(job_id)
         left = self._unsucceeded.get(array)
         if left is None:
             return

@@ -25,10 +25,12 @@ from typing import Any
 
 from xhelpers.backends.slurm import housekeeping
 from xhelpers.backends.slurm.chains import Batch
+from xhelpers.backends.slurm.job import NO_NUMPY
 from xhelpers.backends.slurm.node import PackTask, SlurmTask
 from xhelpers.backends.slurm.node import submitit_module as _submitit
 from xhelpers.backends.slurm.node import submitit_utils as _utils
-from xhelpers.backends.slurm.queue import _base_id, _one_line, cancel_jobs, job_of
+from xhelpers.backends.slurm.queue import _one_line, cancel_jobs
+from xhelpers.backends.slurm.refs import array_of, job_of
 from xhelpers.backends.slurm.resources import sbatch_parameters, with_dependency
 from xhelpers.backends.threads import ThreadPolicy
 from xhelpers.core.execution import RunContext, Task
@@ -38,9 +40,13 @@ __all__ = ["Sbatch"]
 
 logger = logging.getLogger(__name__)
 
-# What every job runs: submitit's runner, ending non-zero when the experiment did not
-# succeed, so that SLURM holds back (and cancels) what depends on it (see .job).
-_JOB_PYTHON = f"{shlex.quote(sys.executable)} -u -m xhelpers.backends.slurm.job"
+
+def _job_python() -> str:
+    """What every job runs: submitit's runner, ending non-zero when the experiment did
+    not succeed, so that SLURM holds back (and cancels) what depends on it; without
+    submitit's numpy unless ``run.py`` loaded numpy here (see .job)."""
+    program = f"{shlex.quote(sys.executable)} -u -m xhelpers.backends.slurm.job"
+    return program if "numpy" in sys.modules else f"{program} {NO_NUMPY}"
 
 
 class Sbatch:
@@ -77,7 +83,9 @@ class Sbatch:
                 if dependency:
                     params = with_dependency(params, dependency)
                 executor = _submitit().SlurmExecutor(
-                    folder=self.folder, max_num_timeout=int(res["max_requeues"]), python=_JOB_PYTHON
+                    folder=self.folder,
+                    max_num_timeout=int(res["max_requeues"]),
+                    python=_job_python(),
                 )
                 executor.update_parameters(**params)
             except (RuntimeError, ValueError) as exc:
@@ -97,7 +105,8 @@ class Sbatch:
         """One sbatch: an array (or a plain job for one task); job ids in task order.
         ``calls``/``folders``: what each job runs and the folders it runs in (a pack's,
         by slot), when not one SlurmTask per task of the batch."""
-        executor = self._executor(res, batch.dependency, running, packed=calls is not None)
+        packed = calls is not None
+        executor = self._executor(res, batch.dependency, running, packed)
         self.folder.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.folder))
         if calls is None:
@@ -117,23 +126,25 @@ class Sbatch:
             self._remove_leftovers(before)
             raise BackendError(f"sbatch: {type(exc).__name__}: {_one_line(str(exc))}") from None
         self.sbatch_calls += 1
-        array = _base_id(ids[0])
+        array = array_of(ids[0])
         self.arrays.append(array)
-        if not self.keep_files:
-            if folders is None:
-                folders = [task.folder for task in batch.tasks]
+        if folders is None:
+            folders = [task.folder for task in batch.tasks]
+        if not self.keep_files or packed:  # kept files: packs only (--cancel reads it)
             self._index(array, dict(zip(ids, folders, strict=True)))
         return ids
 
     def _index(self, array: str, tasks: dict[str, str | list[str]]) -> None:
-        """Record which experiment each job of ``array`` runs, for later runs to tidy."""
+        """Record which experiment each job of ``array`` runs, for later runs to tidy
+        (or, files kept, only for ``--cancel`` to know who is in a pack)."""
         try:
-            housekeeping.write_index(self.folder, array, tasks)
+            housekeeping.write_index(self.folder, array, tasks, kept=self.keep_files)
         except OSError as exc:  # the jobs run all the same; only their files stay
             logger.warning("SLURM array %s: cannot write its index: %s", array, exc)
             return
-        self._unsucceeded[array] = dict(tasks)
-        self._indexed[array] = len(tasks)
+        if not self.keep_files:
+            self._unsucceeded[array] = dict(tasks)
+            self._indexed[array] = len(tasks)
 
     def _submit_array(
         self, executor: Any, calls: list[SlurmTask | PackTask], indices: list[int] | None
@@ -153,7 +164,7 @@ class Sbatch:
             delayed.dump(path)
             pickles.append(path)
         array = _submitit().SlurmExecutor(
-            folder=self.folder, max_num_timeout=executor.max_num_timeout, python=_JOB_PYTHON
+            folder=self.folder, max_num_timeout=executor.max_num_timeout, python=executor.python
         )
         array.update_parameters(**executor.parameters)
         # map_count makes submitit name the logs per task (%A_%a); "array" then says which.
@@ -184,8 +195,8 @@ class Sbatch:
     def withdraw(self, refs: Sequence[str]) -> None:
         """Cancel jobs just submitted (their tasks wait for the submitter's locks) and
         drop their files; they are forgotten."""
-        bases = {_base_id(job_of(ref)) for ref in refs}
-        for job_id in [j for j in self._pending if _base_id(j) in bases]:
+        bases = {array_of(job_of(ref)) for ref in refs}
+        for job_id in [j for j in self._pending if array_of(j) in bases]:
             for task in self._pending.pop(job_id):
                 self.job_ids.pop(task.name, None)
             self._packs.discard(job_id)
