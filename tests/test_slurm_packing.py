@@ -18,7 +18,7 @@ import pytest
 from conftest import TESTS, meta, run_py, wait_until, write_run_py
 from slurm_support import SlurmCluster
 
-from xhelpers.backends.slurm import packing, queue
+from xhelpers.backends.slurm import limits, packing, queue
 from xhelpers.backends.slurm.resources import gpus_asked, resources_for, sbatch_parameters
 from xhelpers.config import BaseConfig
 from xhelpers.core.execution import RunContext, Task
@@ -442,8 +442,8 @@ def test_walltime_starts_only_what_fits() -> None:
 
 
 def test_slurm_time_limits_parse() -> None:
-    assert queue._minutes("30") == 30 and queue._minutes("1:30:00") == 90
-    assert queue._minutes("2-00:00:00") == 2880 and queue._minutes("infinite") is None
+    assert limits._minutes("30") == 30 and limits._minutes("1:30:00") == 90
+    assert limits._minutes("2-00:00:00") == 2880 and limits._minutes("infinite") is None
 
 
 def test_gpus_are_asked_of_slurm_per_task() -> None:

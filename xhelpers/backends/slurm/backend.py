@@ -57,6 +57,7 @@ from typing import Any
 from xhelpers.backends.base import Backend, JobStatus, Submitted
 from xhelpers.backends.slurm import housekeeping, packing, preview
 from xhelpers.backends.slurm.chains import Batch, Planner, stages_of
+from xhelpers.backends.slurm.limits import partition_capacity, read_max_array_size
 from xhelpers.backends.slurm.node import (
     PackTask,
     RequeueLimitReached,
@@ -69,9 +70,7 @@ from xhelpers.backends.slurm.queue import (
     TERMINAL_STATES,
     cancel_jobs,
     parse_sacct,
-    partition_capacity,
     query_states,
-    read_max_array_size,
     slurm_cancel,
     slurm_states,
 )
