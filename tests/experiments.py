@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import xhelpers as xh
+from xhelpers.backends.threads import THREAD_VARIABLES
 
 log = logging.getLogger("experiments")
 
@@ -231,15 +232,7 @@ def prints(*, text: str) -> None:
     print(text)  # stdout only: not logging, so not in experiment.log
 
 
-ENV_NAMES = (
-    "CUDA_VISIBLE_DEVICES",
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
+ENV_NAMES = ("CUDA_VISIBLE_DEVICES", *THREAD_VARIABLES)
 
 
 def records_env(*, config: xh.BaseConfig | None = None) -> dict[str, Any]:

@@ -41,22 +41,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The seam's names load on first use: a SLURM task imports this package (its modules
-# live under it) and never asks for them.
-_SEAM = {
-    "UNKNOWN_STATUS",
-    "Backend",
-    "Finished",
-    "JobState",
-    "JobStatus",
-    "Lost",
-    "Report",
-    "Submitted",
-}
-
 
 def __getattr__(name: str) -> object:
-    if name not in _SEAM:
+    # The seam's names (all the others of __all__ are defined here) load on first use:
+    # a SLURM task imports this package, its modules living under it, and never asks.
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from xhelpers.backends import base
 
