@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from functools import partial
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import meta, pid_alive, run_py, wait_until, write_run_py
 from experiments import exits, hard_exit, no_config, raises, segfault, sigkill
 
 import xhelpers as xh
+from xhelpers.core import results
 
 FAULTS = {
     "raises": (raises, "ValueError: bad value"),
@@ -136,6 +140,42 @@ names = {f"s{i}": partial(ex.swallows_ctrl_c, started=f"{i}.started") for i in r
 names.update({f"later_{i}": partial(ex.no_config, value=i) for i in range(3)})
 g = xh.ParametrizedExperiments("g", names)
 """
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["just-after", "just-before"])
+def test_ctrl_c_as_a_task_goes_to_a_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: bool
+) -> None:
+    # At -jN Ctrl-C raises KeyboardInterrupt anywhere in the runner: here just after
+    # (or just before) the first task is sent to its worker. The pool knows what it
+    # sent: its outcome is recorded, nothing else starts, and the run ends interrupted
+    # (it crashed on the worker's report of a task it had no record of).
+    parent = os.getpid()
+    struck: list[bytes] = []
+    real = Connection.send_bytes
+
+    def send_then_ctrl_c(self: Connection, buf: Any, *args: Any, **kwargs: Any) -> None:
+        if os.getpid() != parent or struck or pickle.loads(buf) is None:
+            return real(self, buf, *args, **kwargs)
+        struck.append(bytes(buf))
+        if sent:
+            real(self, buf, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Connection, "send_bytes", send_then_ctrl_c)
+    names = {f"e{i}": partial(no_config, value=i) for i in range(4)}
+    group = xh.ParametrizedExperiments("g", names)
+    out = tmp_path / "results"
+    summary = group(jobs=2, quiet=True, config_file=False, config={"output_directory": str(out)})
+    assert struck, "the run sent no task"
+    assert summary.exit_code == 130
+    first = pickle.loads(struck[0]).name
+    status = results.read_status(str(out / "g" / first))
+    # Not sent: in flight all the same (a send cut short may have reached it), so
+    # recorded interrupted, to run next time; never success.
+    assert status in ((results.DONE, results.INTERRUPTED) if sent else (results.INTERRUPTED,))
+    others = [n for n in names if n != first]
+    assert not any((out / "g" / n / "metafile.json").exists() for n in others)
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -368,7 +368,8 @@ class LocalBackend(WorkerPool, Backend):
 
     def _stop_workers(self, signum: int | None) -> None:
         """Take no task more; ``signum`` to each worker that runs one (they record
-        their experiments within the grace period), the others retired (all, for None)."""
+        their experiments within the grace period); every worker retired, so one whose
+        task never reached it (Ctrl-C struck between the two) exits at once."""
         self._stopping = True
         self._pending.clear()
         self._gpu_pending.clear()
@@ -376,8 +377,7 @@ class LocalBackend(WorkerPool, Backend):
         for worker in self._workers:
             if worker.inflight and signum is not None:
                 killpg(worker.pid, signum)
-            else:
-                self._retire(worker)
+            self._retire(worker)
 
     def close(self) -> None:
         for worker in self._workers:

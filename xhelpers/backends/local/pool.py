@@ -248,13 +248,19 @@ class WorkerPool:
                     continue
                 if len(data) > _BIG_TASK and worker.inflight:
                     break
+                # In flight before it is sent: Ctrl-C (KeyboardInterrupt, anywhere in the
+                # runner at -jN) between the two must not leave a task running that the
+                # pool does not know of. One interrupted before the send is reported
+                # Lost, never started, once its worker exits (see _stop_workers).
+                if not worker.inflight:
+                    worker.since = now
+                worker.inflight.append(self._pending[0])
                 try:
                     worker.conn.send_bytes(data)
                 except OSError:  # it died; its sentinel will say so and requeue its tasks
+                    worker.inflight.pop()
                     break
-                if not worker.inflight:
-                    worker.since = now
-                worker.inflight.append(self._pending.popleft())
+                self._pending.popleft()
 
     def _start_gpu_tasks(self) -> None:
         """Start the waiting GPU experiments whose slots and job are free, each in a
