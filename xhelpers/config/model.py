@@ -1,54 +1,25 @@
-"""Configuration: a pydantic model of settings, updated from machine files and flags.
-
-Precedence, lowest first: the group's ``configcls`` defaults < the values a machine
-config class (``Config`` in ``./config.py``, or ``--config FILE[:Class]``) sets in its
-own class body < command-line flags or keyword arguments.
-"""
+"""The config model: :class:`BaseConfig`, its fields and their checks."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import math
-import numbers
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from xhelpers.config.remote import RemoteSettings, remote_table
 from xhelpers.errors import ConfigError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = [
-    "DEFAULT_CONFIG_FILE",
-    "FINGERPRINT_SCOPES",
-    "RESOURCE_KEYS",
-    "SLURM_RESOURCE_KEYS",
-    "BaseConfig",
-    "FingerprintScope",
-    "RemoteSettings",
-    "check_resources",
-    "gpu_need",
-    "is_secret_name",
-    "load_machine_values",
-    "parse_gpus",
-    "remote_named",
-    "resolve_config",
-]
+__all__ = ["FINGERPRINT_SCOPES", "BaseConfig", "FingerprintScope", "is_secret_name", "parse_gpus"]
 
-logger = logging.getLogger(__name__)
-
-DEFAULT_CONFIG_FILE = "config.py"
-DEFAULT_CONFIG_CLASS = "Config"
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key", re.IGNORECASE)
-
-_ConfigT = TypeVar("_ConfigT", bound="BaseConfig")
 
 
 def is_secret_name(key: str) -> bool:
@@ -61,28 +32,6 @@ def is_secret_name(key: str) -> bool:
 FingerprintScope = Literal["arguments", "code", "module", "git"]
 FINGERPRINT_SCOPES: tuple[FingerprintScope, ...] = ("arguments", "code", "module", "git")
 
-# Per-experiment SLURM settings: the ``slurm_<key>`` config fields, without prefix.
-SLURM_RESOURCE_KEYS = (
-    "partition",
-    "timeout_min",
-    "cpus_per_task",
-    "gpus_per_node",
-    "mem_gb",
-    "array_parallelism",
-    "additional_parameters",
-    "setup",
-    "max_requeues",
-    "signal_delay_s",
-    "experiments_per_task",
-    "pack_target_min",
-)
-# Every per-experiment resource: the SLURM ones, and ``gpus``, what a local run gives it
-# (no config field holds a default: an experiment asks for none unless it says so).
-RESOURCE_KEYS = (*SLURM_RESOURCE_KEYS, "gpus")
-_GPU_NEED_RANGE = (
-    "0 (none, the default), a fraction between 0 and 1 shared with other experiments "
-    "(0.5: half of one GPU), or a whole number of GPUs of its own (1, 2, ...)"
-)
 # A device as CUDA_VISIBLE_DEVICES names it: an index, or a GPU or MIG UUID.
 _GPU_ID = re.compile(r"\d+|(?:GPU|MIG)-[0-9A-Za-z][0-9A-Za-z/\-]*")
 
@@ -111,81 +60,6 @@ class _ConfigMeta(type(BaseModel)):  # type: ignore[misc]
         cls = super().__new__(mcs, name, bases, ns, **kw)
         cls._xh_own_fields = frozenset(own)
         return cls
-
-
-class RemoteSettings(BaseModel):
-    """One remote machine (``--remote NAME``): where the project goes, how to reach it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-    host: str = Field(description="SSH host: a name, user@name, or an alias of ~/.ssh/config.")
-    folder: str = Field(description="The project's folder there (~/ is the remote home).")
-    setup: list[str] = Field(
-        default_factory=list,
-        description="Shell lines run there first, each time (module load python/3.11).",
-    )
-    python: str = Field("python3", description="The remote Python the environment is made from.")
-    installer: Literal["pip", "uv"] = Field(
-        "pip", description="Creates the environment: python -m venv + pip, or uv (on PATH)."
-    )
-    requirements: str | None = Field(
-        None,
-        description="Dependency file to install (None: requirements.lock, requirements.txt, "
-        "else pyproject.toml/setup.py as `install -e .`).",
-    )
-    venv_options: list[str] = Field(default_factory=list, description="Extra venv arguments.")
-    install_options: list[str] = Field(
-        default_factory=list, description="Extra install arguments (--no-index, --offline)."
-    )
-    config: str | None = Field(
-        None, description="The remote's machine config file, relative to the folder (--config)."
-    )
-    output_directory: str | None = Field(
-        None, description="The remote's result tree (None: this machine's, if relative)."
-    )
-    ssh_config: str | None = Field(None, description="SSH config file for this remote (ssh -F).")
-    ssh_options: list[str] = Field(
-        default_factory=list, description="Extra ssh options, each Key=Value (ProxyJump=gw)."
-    )
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        if not value or value.startswith("-") or re.search(r"[\s'\"\\$`;|&<>]", value):
-            raise ValueError("must be an SSH host name (user@name or an alias), no spaces")
-        return value
-
-    @field_validator("folder")
-    @classmethod
-    def _folder(cls, value: str) -> str:
-        if not value.strip() or "\0" in value or "\n" in value:
-            raise ValueError("must name a folder on the remote (absolute, or under ~/)")
-        return value
-
-    @field_validator("ssh_options")
-    @classmethod
-    def _options(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not re.fullmatch(r"[A-Za-z]+=\S.*", item):
-                raise ValueError(f"{item!r} is not Key=Value (each is passed as ssh -o Key=Value)")
-        return value
-
-
-def _remote_table(value: Any) -> Any:
-    """``"host:folder"``, one table, or ``{name: table}`` as ``{name: table}``."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        host, sep, folder = value.partition(":")
-        if value.startswith("["):  # [::1]:folder
-            end = value.find("]:")
-            host, sep, folder = value[1:end], ":", value[end + 2 :] if end > 0 else ""
-        if not sep or not host or not folder:
-            raise ValueError(f"{value!r} is not 'host:folder' (login.cluster.org:~/study)")
-        return {host: {"host": host, "folder": folder}}
-    if isinstance(value, Mapping) and "host" in value and not isinstance(value["host"], Mapping):
-        return {str(value["host"]): value}
-    return value
 
 
 class BaseConfig(BaseModel, metaclass=_ConfigMeta):
@@ -301,7 +175,7 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
     @field_validator("remote", mode="before")
     @classmethod
     def _remotes(cls, value: Any) -> Any:
-        return _remote_table(value)
+        return remote_table(value)
 
     @field_validator("output_directory")
     @classmethod
@@ -384,48 +258,6 @@ class BaseConfig(BaseModel, metaclass=_ConfigMeta):
         return data
 
 
-def remote_named(config: BaseConfig, name: str) -> RemoteSettings:
-    """The remote ``--remote NAME`` names; ConfigError listing the configured ones."""
-    if name in config.remote:
-        return config.remote[name]
-    known = ", ".join(sorted(config.remote)) or "none: set remote in config.py"
-    raise ConfigError(f"no remote named {name!r}; remotes: {known}", field="remote")
-
-
-def check_resources(resources: Mapping[str, Any], where: str) -> None:
-    """Raise ConfigError for a per-experiment resource that does not exist, or for a
-    ``gpus`` that is not a number of GPUs (the SLURM ones are typed by their fields)."""
-    unknown = sorted(set(resources) - set(RESOURCE_KEYS))
-    if unknown:
-        defaults = BaseConfig.model_fields
-        valid = ", ".join(
-            [
-                f"{k} (default: {defaults['slurm_' + k].get_default(call_default_factory=True)!r})"
-                for k in SLURM_RESOURCE_KEYS
-            ]
-            + ["gpus (default: 0)"]
-        )
-        raise ConfigError(
-            f"{where}: unknown resource {unknown[0]!r}; valid resources: {valid}",
-            field=unknown[0],
-        )
-    if "gpus" in resources:
-        gpu_need(resources["gpus"], where)
-
-
-def gpu_need(value: object, where: str) -> float:
-    """An experiment's ``gpus`` resource as a number: 0, a fraction in (0, 1), or whole.
-
-    A fraction above 1 is refused rather than rounded: 1.5 GPUs cannot be given without
-    sharing a device in a way nobody asked for.
-    """
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and number >= 0 and (number <= 1 or number.is_integer()):
-            return number
-    raise ConfigError(f"{where}: gpus must be {_GPU_NEED_RANGE}; got {value!r}", field="gpus")
-
-
 def parse_gpus(value: object) -> list[str]:
     """Device ids from ``"0,1"``, ``[0, 1]`` or ``["GPU-…"]``, each once, as
     CUDA_VISIBLE_DEVICES takes them (``""``: none). ValueError names the first bad one."""
@@ -451,122 +283,3 @@ def parse_gpus(value: object) -> list[str]:
             raise ValueError(f"device {text} is given twice: name each device once")
         out.append(text)
     return out
-
-
-def _class_body_values(klass: type, where: str) -> dict[str, Any]:
-    if isinstance(klass, type) and issubclass(klass, BaseConfig):
-        values = {}
-        for key in klass._xh_own_fields:
-            info = klass.model_fields[key]
-            values[key] = info.get_default(call_default_factory=True)
-        return values
-    return {
-        k: v
-        for k, v in vars(klass).items()
-        if not k.startswith("_")
-        and not callable(v)
-        and not isinstance(v, (classmethod, staticmethod, property))
-    }
-
-
-def load_machine_values(spec: str | None) -> tuple[dict[str, Any], str | None]:
-    """Values a machine config class sets in its own body, and where they came from.
-
-    ``spec`` is ``FILE`` or ``FILE:Class``; ``None`` means ``./config.py`` if it exists.
-    """
-    if spec is None:
-        if not os.path.isfile(DEFAULT_CONFIG_FILE):
-            return {}, None
-        spec = DEFAULT_CONFIG_FILE
-    path, _, class_name = spec.partition(":")
-    class_name = class_name or DEFAULT_CONFIG_CLASS
-    if not class_name.isidentifier():
-        raise ConfigError(f"--config {spec!r}: {class_name!r} is not a class name (FILE[:Class])")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} not found (expected FILE or FILE:Class)")
-    module_name = "_xhelpers_machine_config_" + re.sub(r"\W", "_", os.path.abspath(path))
-    # Loaded afresh each time (never cached in sys.modules): the file may have changed.
-    importer = importlib.util.spec_from_file_location(module_name, path)
-    assert importer is not None and importer.loader is not None
-    module = importlib.util.module_from_spec(importer)
-    try:
-        # Compiled from its source, never from __pycache__: a .pyc is matched by the
-        # file's mtime in whole seconds and its size, so an edit within the same second
-        # that keeps the size would load the old values (and record them in metafiles).
-        with open(path, "rb") as f:
-            exec(compile(f.read(), path, "exec"), module.__dict__)
-    except SystemExit as exc:  # a config file is read, not run: exiting is an error
-        line = _error_line(exc, path)
-        raise ConfigError(
-            f"config file {path!r} called sys.exit({exc.code!r}){line} while being loaded; "
-            "a config file only defines its class"
-        ) from None
-    except Exception as exc:
-        line = _error_line(exc, path)
-        raise ConfigError(
-            f"config file {path!r} raised {type(exc).__name__}: {exc}{line}"
-        ) from None
-    klass = getattr(module, class_name, None)
-    if not isinstance(klass, type):
-        found = sorted(
-            k
-            for k, v in vars(module).items()
-            if isinstance(v, type) and v.__module__ == module_name
-        )
-        raise ConfigError(
-            f"config file {path!r} has no class {class_name!r}"
-            + (f"; classes there: {', '.join(found)}" if found else "")
-        )
-    return _class_body_values(klass, f"{path}:{class_name}"), f"{path}:{class_name}"
-
-
-def _error_line(exc: BaseException, path: str) -> str:
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        return f" (line {exc.lineno})"
-    tb = exc.__traceback__
-    line = None
-    target = os.path.abspath(path)
-    while tb is not None:
-        if os.path.abspath(tb.tb_frame.f_code.co_filename) == target:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return f" (line {line})" if line else ""
-
-
-def resolve_config(
-    configcls: type[_ConfigT],
-    *,
-    config_file: str | Literal[False] | None = None,
-    config: BaseConfig | Mapping[str, Any] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> _ConfigT:
-    """The config a run uses: ``configcls`` < machine file < ``config`` < ``overrides``.
-
-    ``config_file=None`` loads ``./config.py`` when present; ``False`` loads nothing.
-    """
-    values: dict[str, Any] = {}
-    if config_file is not False:
-        machine, source = load_machine_values(config_file)
-        for key in machine:
-            if key not in configcls.model_fields:
-                raise ConfigError(
-                    f"{source} sets {key!r}, which {configcls.__name__} has no field for; "
-                    f"valid fields: {', '.join(sorted(configcls.model_fields))}",
-                    field=key,
-                )
-        if machine:
-            logger.debug("machine config %s sets %s", source, sorted(machine))
-        values.update(machine)
-        if machine:
-            configcls._build(values, source=str(source))
-    if config is not None:
-        values.update(configcls.with_updates(config).model_dump(include=_set_fields(config)))
-    if overrides:
-        values.update({k: v for k, v in overrides.items() if v is not None})
-    return configcls._build(values, source="options")
-
-
-def _set_fields(config: BaseConfig | Mapping[str, Any]) -> set[str]:
-    if isinstance(config, BaseConfig):
-        return set(config.model_fields_set)
-    return set(config)
