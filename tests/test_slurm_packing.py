@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,14 @@ from xhelpers.core.packs import DEFAULT_ESTIMATE_S, Walltime, run_pack
 from xhelpers.errors import ConfigError
 
 
-def cli(folder: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cli(
+    folder: Path, *args: str, timeout: float = 240, environ: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     # This checkout's xhelpers first, also in the jobs (sbatch hands them this
     # environment): an installed one, from another checkout, would be tested otherwise.
     path = os.pathsep.join([str(TESTS), str(TESTS.parent)])
-    return run_py(folder, *args, timeout=timeout, env=dict(os.environ, PYTHONPATH=path))
+    env = dict(os.environ if environ is None else environ, PYTHONPATH=path)
+    return run_py(folder, *args, timeout=timeout, env=env)
 
 
 def configure(folder: Path, cluster: SlurmCluster, **settings: Any) -> None:
@@ -365,10 +369,8 @@ def test_an_unpacked_task_starts_with_its_cpus_as_thread_counts(
         """,
     )
     configure(tmp_path, slurm_cluster, slurm_experiments_per_task=1)
-    path = os.pathsep.join([str(TESTS), str(TESTS.parent)])
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    env.update(PYTHONPATH=path, MKL_NUM_THREADS="3")
-    proc = run_py(tmp_path, "g", "--slurm", timeout=240, env=env)
+    proc = cli(tmp_path, "g", "--slurm", environ={**env, "MKL_NUM_THREADS": "3"})
     assert proc.returncode == 0, proc.stderr
     two, one = meta(tmp_path / "results/g/two"), meta(tmp_path / "results/g/one")
     assert two["returned"]["env"]["OMP_NUM_THREADS"] == "2"

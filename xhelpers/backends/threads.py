@@ -125,7 +125,7 @@ class ThreadLimits:
                 os.environ[name] = value
             self._resize(values)
             self.workers = workers
-            self.member = '"threads": ' + json.dumps(values)
+            self.member = threads_member(values)
         return self.member
 
     def _resize(self, values: Mapping[str, str]) -> None:

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from xhelpers.backends.slurm.refs import array_of
 from xhelpers.core.execution import Task
 from xhelpers.errors import BackendError
 
@@ -98,7 +99,7 @@ class Planner:
         """Record where ``batch``'s tasks went: their job ids, in task order."""
         if not job_ids:
             return
-        base = job_ids[0].split("_", 1)[0]
+        base = array_of(job_ids[0])
         self._order.setdefault(base, len(self._order))
         self._sizes[base] = len(job_ids)
         for task, job_id in zip(batch.tasks, job_ids, strict=True):

@@ -46,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xhelpers.backends.slurm.refs import pack_ref
+from xhelpers.backends.slurm.refs import array_of, pack_ref
 from xhelpers.core import results
 
 __all__ = [
@@ -189,7 +189,7 @@ def unsettled_slots(folder: Path, job_id: str) -> set[int] | None:
 
     An entry of a pack stays whole in its index until all of it succeeded (see
     :func:`tidy`), so every slot that can still run is named by it."""
-    array = job_id.split("_", 1)[0]
+    array = array_of(job_id)
     members = None
     if _ARRAY_ID.fullmatch(array):
         for kept in (False, True):

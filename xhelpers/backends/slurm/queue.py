@@ -126,7 +126,7 @@ def _parse_records(text: str, job_ids: Iterable[str], *, sacct: bool) -> dict[st
             records[one] = (state, reason)
     # Only then: once some tasks are listed on their own, the bare id is the array's
     # master record, which SLURM gives the state of one task (a COMPLETED one, say).
-    split = {one.split("_", 1)[0] for one in records if "_" in one}
+    split = {array_of(one) for one in records if "_" in one}
     for job_id in job_ids:
         base = array_of(job_id)
         if job_id not in records and base in records and base not in split:
