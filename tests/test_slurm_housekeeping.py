@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +287,23 @@ def logs(job: str) -> set[str]:
     return {f"{job}_0_log.out", f"{job}_0_log.err"}
 
 
+def requeue_time(job: str) -> float:
+    """When SLURM requeued ``job`` (its REQUEUED record's end, in whole seconds)."""
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-D", "-o", "State,End", "-j", job],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    ends = [
+        end
+        for state, _, end in (line.partition("|") for line in out.split())
+        if state == "REQUEUED"
+    ]
+    assert ends, f"sacct shows no requeue of {job}: {out!r}"
+    return datetime.fromisoformat(ends[-1]).timestamp()
+
+
 def finished(project: Path, name: str) -> bool:
     """Its metafile says success, and its job wrote its result: nothing more of it comes."""
     folder = project / "results/g" / name
@@ -352,7 +371,12 @@ def test_later_runs_tidy_what_a_run_that_did_not_wait_left(project: Path) -> Non
     index = json.loads((project / f"results/g/.slurm/{array}_experiments.json").read_text())
     assert index == {gate: "../gate"}
 
-    # the requeued job resumes from the pickle it kept, and its success is tidied next
+    # the requeued job resumes from the pickle it kept, and its success is tidied next.
+    # Not within the second of its requeue: slurmd then still holds the job's old
+    # credential revoked and kills the new start ("Job credential revoked"), which
+    # SLURM's own hold on a requeued job (BeginTime) avoids; starttime=now lifts it.
+    requeued = requeue_time(gate)
+    wait_until(lambda: time.time() >= requeued + 1, 5, "a second past the requeue")
     subprocess.run(["scontrol", "update", f"jobid={gate}", "starttime=now"], timeout=60)
     (project / "release").write_text("")
     wait_until(lambda: finished(project, "gate"), 120, "gate done after its requeue")
